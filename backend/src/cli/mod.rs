@@ -1,0 +1,5 @@
+//! The subcommands besides `serve`.
+
+pub mod doctor;
+pub mod sweep;
+pub mod walk;

@@ -1,0 +1,65 @@
+//! The box helper: the process a box is made of.
+//!
+//! The server is multi-threaded, and namespaces and chroot must not be applied
+//! in it (unshare of some namespaces is refused in a threaded process, and a
+//! chroot would move every thread). So each box is a small single-threaded
+//! process: the server re-executes its own binary from a sealed copy (see
+//! [`parent::HelperExe`]) with only stdio and one SOCK_SEQPACKET control socket
+//! open, and the helper applies steps to itself on request.
+//!
+//! The wire format is one JSON object per packet.
+
+pub mod child;
+pub mod parent;
+
+use damda_protocol::{StepError, StepId};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// The fd number the control socket has in the helper.
+pub const CONTROL_FD: i32 = 3;
+
+/// The argument that makes `damda` run as a box helper.
+pub const HELPER_ARG: &str = "__box-helper";
+
+/// The largest packet either side sends.
+pub const MAX_PACKET: usize = 64 * 1024;
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Apply one step to the helper itself.
+    Apply {
+        step: StepId,
+        rootfs: PathBuf,
+        hostname: String,
+    },
+    /// Report facts only visible from inside the box's namespaces.
+    Inspect,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    Applied {
+        syscalls: Vec<String>,
+        inside: InsideFacts,
+    },
+    Failed {
+        syscalls: Vec<String>,
+        error: StepError,
+    },
+    Inspected {
+        inside: InsideFacts,
+    },
+    /// The request could not be understood or is not allowed.
+    Refused {
+        message: String,
+    },
+}
+
+/// What the box sees from inside its own namespaces.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct InsideFacts {
+    pub hostname: String,
+}

@@ -1,0 +1,206 @@
+//! The server's side: starting a helper and talking to it.
+
+use super::{Reply, Request, CONTROL_FD, HELPER_ARG, MAX_PACKET};
+use nix::sys::memfd::{memfd_create, MFdFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::socket::{
+    recv, send, setsockopt, socketpair, sockopt, AddressFamily, MsgFlags, SockFlag, SockType,
+};
+use nix::sys::time::TimeVal;
+use nix::unistd::Pid;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HelperError {
+    #[error("copying the damda binary into a sealed memfd: {0}")]
+    SealExe(std::io::Error),
+    #[error("socketpair(AF_UNIX, SOCK_SEQPACKET): {0}")]
+    Socketpair(nix::errno::Errno),
+    #[error("starting the box helper: {0}")]
+    Spawn(std::io::Error),
+    #[error("sending to the box helper (pid {pid}): {errno}")]
+    Send { pid: u32, errno: nix::errno::Errno },
+    #[error("receiving from the box helper (pid {pid}): {errno}")]
+    Receive { pid: u32, errno: nix::errno::Errno },
+    #[error("the box helper (pid {pid}) exited")]
+    Gone { pid: u32 },
+    #[error("the box helper (pid {pid}) sent a malformed reply: {reason}")]
+    Malformed { pid: u32, reason: String },
+}
+
+/// How long the server waits for one reply before calling the helper hung.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A sealed, in-memory copy of the damda binary that helpers are started from.
+///
+/// A box's root process could otherwise reach the host's binary through
+/// /proc/<helper>/exe and overwrite it (CVE-2019-5736, runc's fix): the copy
+/// is sealed against writes, and the host binary is never exec'd into a box.
+pub struct HelperExe {
+    memfd: OwnedFd,
+}
+
+impl HelperExe {
+    pub fn seal_current() -> Result<Self, HelperError> {
+        use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+        let memfd = memfd_create(
+            "damda-helper",
+            MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+        )
+        .map_err(|e| HelperError::SealExe(e.into()))?;
+        let mut source = File::open("/proc/self/exe").map_err(HelperError::SealExe)?;
+        let mut target = File::from(memfd.try_clone().map_err(HelperError::SealExe)?);
+        std::io::copy(&mut source, &mut target).map_err(HelperError::SealExe)?;
+        let seals = SealFlag::F_SEAL_SEAL
+            | SealFlag::F_SEAL_SHRINK
+            | SealFlag::F_SEAL_GROW
+            | SealFlag::F_SEAL_WRITE;
+        fcntl(&memfd, FcntlArg::F_ADD_SEALS(seals)).map_err(|e| HelperError::SealExe(e.into()))?;
+        // Keep it clear of the low numbers a child's stdio and control socket
+        // are moved to before exec.
+        let high = fcntl(&memfd, FcntlArg::F_DUPFD_CLOEXEC(100))
+            .map_err(|e| HelperError::SealExe(e.into()))?;
+        // SAFETY: F_DUPFD_CLOEXEC returned a new fd that nothing else owns.
+        let memfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(high) };
+        Ok(HelperExe { memfd })
+    }
+
+    fn path(&self) -> String {
+        format!("/proc/self/fd/{}", self.memfd.as_raw_fd())
+    }
+}
+
+/// A running helper: the box's main process.
+pub struct HelperProcess {
+    child: Child,
+    control: OwnedFd,
+    /// Held so the box's stdin stays an open pipe rather than a file.
+    _stdin: ChildStdin,
+}
+
+impl HelperProcess {
+    pub fn spawn(exe: &HelperExe) -> Result<Self, HelperError> {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(HelperError::Socketpair)?;
+        let timeout = TimeVal::new(REPLY_TIMEOUT.as_secs() as i64, 0);
+        setsockopt(&ours, sockopt::ReceiveTimeout, &timeout).map_err(HelperError::Socketpair)?;
+        setsockopt(&ours, sockopt::SendTimeout, &timeout).map_err(HelperError::Socketpair)?;
+
+        let their_fd = theirs.as_raw_fd();
+        let server_pid = nix::unistd::getpid();
+        let mut command = Command::new(exe.path());
+        command
+            .arg0("damda-box")
+            .arg(HELPER_ARG)
+            .env_clear()
+            .env("PATH", "/bin:/sbin:/usr/bin:/usr/sbin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: between fork and exec only async-signal-safe calls are made.
+        unsafe {
+            command.pre_exec(move || prepare_child(their_fd, server_pid));
+        }
+        let mut child = command.spawn().map_err(HelperError::Spawn)?;
+        drop(theirs);
+        let pid = child.id();
+        let stdin = child.stdin.take().expect("stdin is piped");
+        if let Some(out) = child.stdout.take() {
+            forward_output(pid, out);
+        }
+        if let Some(err) = child.stderr.take() {
+            forward_output(pid, err);
+        }
+        Ok(HelperProcess {
+            child,
+            control: ours,
+            _stdin: stdin,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends one request and waits for its reply.
+    pub fn request(&mut self, request: &Request) -> Result<Reply, HelperError> {
+        let pid = self.pid();
+        let bytes = serde_json::to_vec(request).expect("requests serialise");
+        send(self.control.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL)
+            .map_err(|errno| HelperError::Send { pid, errno })?;
+        let mut buf = vec![0u8; MAX_PACKET];
+        let len = loop {
+            match recv(self.control.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => break other.map_err(|errno| HelperError::Receive { pid, errno })?,
+            }
+        };
+        if len == 0 {
+            return Err(HelperError::Gone { pid });
+        }
+        serde_json::from_slice(&buf[..len]).map_err(|e| HelperError::Malformed {
+            pid,
+            reason: e.to_string(),
+        })
+    }
+}
+
+impl Drop for HelperProcess {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// In the forked child, before exec: the control socket becomes fd 3, every
+/// other fd above stdio is marked close-on-exec, and the helper dies with its
+/// server.
+fn prepare_child(control: i32, server_pid: Pid) -> std::io::Result<()> {
+    // SAFETY: plain syscalls on integers; async-signal-safe.
+    unsafe {
+        if control == CONTROL_FD {
+            if libc::fcntl(CONTROL_FD, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        } else if libc::dup2(control, CONTROL_FD) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // Marked rather than closed: the sealed exe fd must live until exec.
+        if libc::syscall(
+            libc::SYS_close_range,
+            (CONTROL_FD + 1) as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ) < 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // The server may have died between fork and prctl.
+        if libc::getppid() != server_pid.as_raw() {
+            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+        }
+    }
+    Ok(())
+}
+
+/// Logs what a helper prints; the thread ends when the helper does.
+fn forward_output(pid: u32, stream: impl std::io::Read + Send + 'static) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            tracing::info!(box_pid = pid, "{line}");
+        }
+    });
+}

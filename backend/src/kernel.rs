@@ -1,0 +1,217 @@
+//! The narrow door to the kernel that steps go through.
+//!
+//! Steps never call the kernel directly: they call a [`Kernel`]. The box
+//! helper passes [`LiveKernel`], which makes the real system calls and keeps a
+//! log of them (that log is what the page shows as "the syscalls made"), and
+//! unit tests pass [`RecordingKernel`], which makes none, so a step's logic is
+//! tested without root.
+
+use damda_protocol::StepError;
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+
+/// A system call the kernel refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{syscall} failed: {errno_name} ({errno}): {description}")]
+pub struct SysError {
+    /// The call with its arguments, as the log shows it.
+    pub syscall: String,
+    pub errno: i32,
+    pub errno_name: String,
+    pub description: String,
+}
+
+impl SysError {
+    pub fn new(syscall: impl Into<String>, errno: Errno) -> Self {
+        SysError {
+            syscall: syscall.into(),
+            errno: errno as i32,
+            errno_name: format!("{errno:?}"),
+            description: errno.desc().to_lowercase(),
+        }
+    }
+
+    pub fn to_step_error(&self) -> StepError {
+        StepError {
+            syscall: self.syscall.clone(),
+            errno: self.errno,
+            errno_name: self.errno_name.clone(),
+            message: self.to_string(),
+        }
+    }
+}
+
+/// The calls steps may make. Each takes what the syscall takes and nothing
+/// more, so the log reads like strace.
+pub trait Kernel {
+    fn chroot(&self, path: &Path) -> Result<(), SysError>;
+    fn chdir(&self, path: &Path) -> Result<(), SysError>;
+    fn unshare(&self, flags: CloneFlags) -> Result<(), SysError>;
+    fn sethostname(&self, name: &str) -> Result<(), SysError>;
+}
+
+/// Renders clone flags as the C constants a man page uses.
+pub fn clone_flag_names(flags: CloneFlags) -> String {
+    const NAMES: [(CloneFlags, &str); 8] = [
+        (CloneFlags::CLONE_NEWUTS, "CLONE_NEWUTS"),
+        (CloneFlags::CLONE_NEWPID, "CLONE_NEWPID"),
+        (CloneFlags::CLONE_NEWNS, "CLONE_NEWNS"),
+        (CloneFlags::CLONE_NEWIPC, "CLONE_NEWIPC"),
+        (CloneFlags::CLONE_NEWNET, "CLONE_NEWNET"),
+        (CloneFlags::CLONE_NEWUSER, "CLONE_NEWUSER"),
+        (CloneFlags::CLONE_NEWCGROUP, "CLONE_NEWCGROUP"),
+        (CloneFlags::from_bits_retain(libc::CLONE_NEWTIME), "CLONE_NEWTIME"),
+    ];
+    let names: Vec<&str> = NAMES
+        .iter()
+        .filter(|(flag, _)| flags.contains(*flag))
+        .map(|(_, name)| *name)
+        .collect();
+    if names.is_empty() {
+        "0".to_owned()
+    } else {
+        names.join("|")
+    }
+}
+
+fn describe_chroot(path: &Path) -> String {
+    format!("chroot({:?})", path)
+}
+fn describe_chdir(path: &Path) -> String {
+    format!("chdir({:?})", path)
+}
+fn describe_unshare(flags: CloneFlags) -> String {
+    format!("unshare({})", clone_flag_names(flags))
+}
+fn describe_sethostname(name: &str) -> String {
+    format!("sethostname({name:?}, {})", name.len())
+}
+
+/// Makes the real calls, and logs each one with its result.
+#[derive(Default)]
+pub struct LiveKernel {
+    log: RefCell<Vec<String>>,
+}
+
+impl LiveKernel {
+    /// The calls made since the last take, as `call(args) = 0` lines.
+    pub fn take_log(&self) -> Vec<String> {
+        std::mem::take(&mut self.log.borrow_mut())
+    }
+
+    fn logged<T>(&self, call: String, result: nix::Result<T>) -> Result<T, SysError> {
+        match result {
+            Ok(value) => {
+                self.log.borrow_mut().push(format!("{call} = 0"));
+                Ok(value)
+            }
+            Err(errno) => {
+                self.log
+                    .borrow_mut()
+                    .push(format!("{call} = -1 {errno:?} ({})", errno.desc()));
+                Err(SysError::new(call, errno))
+            }
+        }
+    }
+}
+
+impl Kernel for LiveKernel {
+    fn chroot(&self, path: &Path) -> Result<(), SysError> {
+        self.logged(describe_chroot(path), nix::unistd::chroot(path))
+    }
+    fn chdir(&self, path: &Path) -> Result<(), SysError> {
+        self.logged(describe_chdir(path), nix::unistd::chdir(path))
+    }
+    fn unshare(&self, flags: CloneFlags) -> Result<(), SysError> {
+        self.logged(describe_unshare(flags), nix::sched::unshare(flags))
+    }
+    fn sethostname(&self, name: &str) -> Result<(), SysError> {
+        self.logged(describe_sethostname(name), nix::unistd::sethostname(name))
+    }
+}
+
+/// A call the recording double saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Chroot(PathBuf),
+    Chdir(PathBuf),
+    Unshare(CloneFlags),
+    Sethostname(String),
+}
+
+/// Records calls instead of making them; can be told to fail one call.
+#[derive(Default)]
+pub struct RecordingKernel {
+    pub calls: RefCell<Vec<Call>>,
+    /// The first call whose description starts with this fails with the errno.
+    pub fail: Option<(&'static str, Errno)>,
+}
+
+impl RecordingKernel {
+    pub fn failing(prefix: &'static str, errno: Errno) -> Self {
+        RecordingKernel {
+            calls: RefCell::default(),
+            fail: Some((prefix, errno)),
+        }
+    }
+
+    fn record(&self, call: Call, description: String) -> Result<(), SysError> {
+        self.calls.borrow_mut().push(call);
+        match self.fail {
+            Some((prefix, errno)) if description.starts_with(prefix) => {
+                Err(SysError::new(description, errno))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Kernel for RecordingKernel {
+    fn chroot(&self, path: &Path) -> Result<(), SysError> {
+        self.record(Call::Chroot(path.to_owned()), describe_chroot(path))
+    }
+    fn chdir(&self, path: &Path) -> Result<(), SysError> {
+        self.record(Call::Chdir(path.to_owned()), describe_chdir(path))
+    }
+    fn unshare(&self, flags: CloneFlags) -> Result<(), SysError> {
+        self.record(Call::Unshare(flags), describe_unshare(flags))
+    }
+    fn sethostname(&self, name: &str) -> Result<(), SysError> {
+        self.record(Call::Sethostname(name.to_owned()), describe_sethostname(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_names_read_like_the_man_page() {
+        assert_eq!(clone_flag_names(CloneFlags::CLONE_NEWUTS), "CLONE_NEWUTS");
+        assert_eq!(
+            clone_flag_names(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS),
+            "CLONE_NEWNS|CLONE_NEWUSER"
+        );
+        assert_eq!(clone_flag_names(CloneFlags::empty()), "0");
+    }
+
+    #[test]
+    fn sys_error_carries_call_and_errno() {
+        let err = SysError::new("chroot(\"/nope\")", Errno::ENOENT);
+        assert_eq!(err.errno, 2);
+        assert_eq!(err.errno_name, "ENOENT");
+        let step = err.to_step_error();
+        assert!(step.message.contains("chroot(\"/nope\") failed: ENOENT (2)"));
+    }
+
+    #[test]
+    fn recording_kernel_fails_only_the_named_call() {
+        let kernel = RecordingKernel::failing("sethostname", Errno::EPERM);
+        assert!(kernel.unshare(CloneFlags::CLONE_NEWUTS).is_ok());
+        let err = kernel.sethostname("box").unwrap_err();
+        assert_eq!(err.errno_name, "EPERM");
+        assert_eq!(kernel.calls.borrow().len(), 2);
+    }
+}

@@ -1,0 +1,14 @@
+//! damda (담다): builds a real container one kernel primitive at a time, and
+//! serves a page that shows what each primitive changed.
+
+pub mod cli;
+pub mod engine;
+pub mod helper;
+pub mod kernel;
+pub mod ledger;
+pub mod lessons;
+pub mod observe;
+pub mod paths;
+pub mod rootfs;
+pub mod server;
+pub mod steps;

@@ -1,0 +1,208 @@
+//! The `damda` command. Errors become anyhow only here, at the edge.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use damda::engine::Engine;
+use damda::ledger::Ledger;
+use damda::paths::Paths;
+use damda::steps::BoxSpec;
+use damda_protocol::StepId;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "damda", version, about = "담다 — build a real container one kernel primitive at a time")]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Apply steps headless and print one JSON snapshot per line.
+    Walk {
+        /// The last step to apply (all available steps without it).
+        #[arg(long)]
+        to: Option<StepId>,
+        /// Keep the box alive until standard input ends (or SIGINT/SIGTERM).
+        #[arg(long)]
+        hold: bool,
+        /// A rootfs other than the prepared default.
+        #[arg(long)]
+        rootfs: Option<std::path::PathBuf>,
+    },
+    /// Serve the page and the websocket.
+    Serve {
+        /// Address to listen on; a port of 0 picks a free one. A non-loopback
+        /// address is classroom mode and needs --token.
+        #[arg(long, default_value = "127.0.0.1:4780")]
+        listen: SocketAddr,
+        /// Classroom mode: the secret every page must present.
+        #[arg(long)]
+        token: Option<String>,
+        /// Classroom mode: another host name the page may be reached by.
+        #[arg(long = "allow-host")]
+        allow_hosts: Vec<String>,
+        /// How many boxes may run at once.
+        #[arg(long, default_value_t = 16)]
+        max_boxes: usize,
+        /// Seconds a box outlives its closed page (a reload resumes it).
+        #[arg(long, default_value_t = 20)]
+        grace: u64,
+    },
+    /// Check what damda needs on this host.
+    Doctor,
+    /// Remove what dead damda instances left behind.
+    Sweep {
+        /// Only list damda objects still on the host; exit 1 if there are any.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Build the default rootfs from /bin/busybox (set-up does this).
+    Prepare,
+}
+
+fn require_root(what: &str) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "{what} needs root to create namespaces and chroot: run it with sudo \
+             (상자를 만들려면 root 권한이 필요합니다: sudo로 실행하세요)"
+        );
+    }
+    Ok(())
+}
+
+fn sweep_at_start(paths: &Paths) {
+    let report = damda::cli::sweep::sweep(&paths.ledger());
+    for removed in &report.removed {
+        tracing::info!("swept {removed} left by a dead instance");
+    }
+    for error in &report.errors {
+        tracing::warn!("sweep: {error}");
+    }
+}
+
+fn engine(paths: &Paths, rootfs: Option<std::path::PathBuf>) -> anyhow::Result<(Arc<Engine>, Arc<Ledger>)> {
+    sweep_at_start(paths);
+    let ledger = Arc::new(Ledger::create(&paths.ledger())?);
+    let spec = BoxSpec {
+        rootfs: rootfs.unwrap_or_else(|| paths.rootfs()),
+        hostname: "damda-box".to_owned(),
+    };
+    Ok((Arc::new(Engine::new(ledger.clone(), spec)?), ledger))
+}
+
+fn close(ledger: &Ledger) {
+    for error in ledger.close().errors {
+        tracing::warn!("cleanup: {error}");
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    // A box helper must stay single-threaded: dispatch before anything starts
+    // a thread (logging, the async runtime).
+    if std::env::args_os().nth(1).is_some_and(|a| a == damda::helper::HELPER_ARG) {
+        damda::helper::child::run();
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let paths = Paths::from_env();
+    match cli.command {
+        Commands::Walk { to, hold, rootfs } => {
+            require_root("damda walk")?;
+            let (engine, ledger) = engine(&paths, rootfs)?;
+            let outcome = damda::cli::walk::walk(engine, to, hold);
+            close(&ledger);
+            match outcome {
+                Ok(()) => Ok(()),
+                Err(damda::cli::walk::WalkError::StepFailed) => std::process::exit(1),
+                Err(err) => Err(err.into()),
+            }
+        }
+        Commands::Serve {
+            listen,
+            token,
+            allow_hosts,
+            max_boxes,
+            grace,
+        } => {
+            require_root("damda serve")?;
+            if !listen.ip().is_loopback() && token.is_none() {
+                bail!(
+                    "{listen} is reachable from other machines: classroom mode needs --token \
+                     (다른 컴퓨터에서 접속할 수 있는 주소에는 --token이 필요합니다)"
+                );
+            }
+            if max_boxes == 0 {
+                bail!("--max-boxes must be at least 1");
+            }
+            let (engine, ledger) = engine(&paths, None)?;
+            let options = damda::server::ServeOptions {
+                listen,
+                web_dir: paths.web.clone(),
+                allow_hosts,
+                token,
+                max_boxes,
+                grace: Duration::from_secs(grace),
+            };
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let outcome = runtime.block_on(damda::server::serve(engine, options));
+            runtime.shutdown_timeout(Duration::from_secs(2));
+            close(&ledger);
+            outcome
+        }
+        Commands::Doctor => {
+            let findings = damda::cli::doctor::diagnose(&paths);
+            let mut missing = false;
+            for f in &findings {
+                let mark = if f.ok { "ok  " } else if f.required { "FAIL" } else { "warn" };
+                println!("[{mark}] {:<24} {}", f.what, f.detail);
+                missing |= f.required && !f.ok;
+            }
+            if missing {
+                bail!("damda cannot build boxes here until the FAIL lines are fixed");
+            }
+            Ok(())
+        }
+        Commands::Sweep { check } => {
+            if check {
+                let left = damda::cli::sweep::leftovers();
+                for item in &left {
+                    println!("left behind: {item}");
+                }
+                if !left.is_empty() {
+                    bail!("{} damda object(s) left behind", left.len());
+                }
+                println!("nothing left behind");
+                return Ok(());
+            }
+            require_root("damda sweep")?;
+            let report = damda::cli::sweep::sweep(&paths.ledger());
+            for removed in &report.removed {
+                println!("removed {removed}");
+            }
+            for error in &report.errors {
+                eprintln!("could not remove: {error}");
+            }
+            println!("swept: {} removed, {} errors", report.removed.len(), report.errors.len());
+            if report.errors.is_empty() { Ok(()) } else { bail!("sweep incomplete") }
+        }
+        Commands::Prepare => {
+            let rootfs = paths.rootfs();
+            let built = damda::rootfs::prepare(&rootfs)?;
+            println!(
+                "{} {}",
+                if built { "built" } else { "up to date:" },
+                rootfs.display()
+            );
+            Ok(())
+        }
+    }
+}

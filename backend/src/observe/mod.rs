@@ -1,0 +1,190 @@
+//! Observation from the host: what the kernel says about a process, read
+//! from /proc/PID. The parsers are pure functions of the text (tested on
+//! fixtures); [`read_process`] and [`read_namespaces`] do the reading.
+//!
+//! Facts that only exist inside the box's namespaces (its hostname) come from
+//! the box helper, never from the server's threads.
+
+use damda_protocol::{CgroupEntry, Namespaces, NsKind, NsPair, ProcessInfo};
+use procfs_core::process::Status;
+use procfs_core::ProcessCGroups;
+use procfs_core::FromRead;
+use std::fs;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parsing {path}: {reason}")]
+    Parse { path: PathBuf, reason: String },
+}
+
+/// Which process to read: a pid, or `self` (the observer — "the host").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Pid(u32),
+    Myself,
+}
+
+impl Target {
+    fn path(self, file: &str) -> PathBuf {
+        match self {
+            Target::Pid(pid) => PathBuf::from(format!("/proc/{pid}/{file}")),
+            Target::Myself => PathBuf::from(format!("/proc/self/{file}")),
+        }
+    }
+}
+
+fn read_text(path: PathBuf) -> Result<(PathBuf, String), ObserveError> {
+    match fs::read_to_string(&path) {
+        Ok(text) => Ok((path, text)),
+        Err(source) => Err(ObserveError::Read { path, source }),
+    }
+}
+
+fn read_link(path: PathBuf) -> Result<(PathBuf, String), ObserveError> {
+    match fs::read_link(&path) {
+        Ok(target) => Ok((path, target.to_string_lossy().into_owned())),
+        Err(source) => Err(ObserveError::Read { path, source }),
+    }
+}
+
+/// The inode in a namespace link's target, such as `uts:[4026531838]`.
+pub fn parse_ns_link(target: &str) -> Option<u64> {
+    let (_, rest) = target.split_once(":[")?;
+    rest.strip_suffix(']')?.parse().ok()
+}
+
+/// The namespace inode of one type for one process.
+pub fn namespace_inode(target: Target, kind: NsKind) -> Result<u64, ObserveError> {
+    let (path, link) = read_link(target.path(&format!("ns/{}", kind.proc_name())))?;
+    parse_ns_link(&link).ok_or_else(|| ObserveError::Parse {
+        path,
+        reason: format!("unexpected link target {link:?}"),
+    })
+}
+
+/// All eight namespace inodes of the box next to the observer's own.
+pub fn read_namespaces(pid: u32) -> Result<Namespaces, ObserveError> {
+    let mut namespaces = Namespaces::default();
+    for kind in NsKind::ALL {
+        let pair = NsPair {
+            host: namespace_inode(Target::Myself, kind)?,
+            boxed: namespace_inode(Target::Pid(pid), kind)?,
+        };
+        namespaces.set(kind, pair);
+    }
+    Ok(namespaces)
+}
+
+/// The lines of /proc/PID/cgroup.
+pub fn parse_cgroups(text: &str) -> Result<Vec<CgroupEntry>, String> {
+    let groups = ProcessCGroups::from_read(text.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(groups
+        .into_iter()
+        .map(|group| CgroupEntry {
+            hierarchy: group.hierarchy,
+            controllers: group.controllers,
+            path: group.pathname,
+        })
+        .collect())
+}
+
+/// The identity fields of /proc/PID/status, filled into `info`.
+pub fn parse_status(text: &str, info: &mut ProcessInfo) -> Result<(), String> {
+    let status = Status::from_read(text.as_bytes()).map_err(|e| e.to_string())?;
+    info.comm = status.name;
+    info.ppid = u32::try_from(status.ppid).unwrap_or(0);
+    info.uid = [status.ruid, status.euid, status.suid, status.fuid];
+    info.gid = [status.rgid, status.egid, status.sgid, status.fgid];
+    info.nspid = status
+        .nspid
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|pid| u32::try_from(pid).ok())
+        .collect();
+    Ok(())
+}
+
+/// Everything the host can read about a process. `hostname` is left for the
+/// caller: it lives in the process's UTS namespace.
+pub fn read_process(target: Target) -> Result<ProcessInfo, ObserveError> {
+    let mut info = ProcessInfo {
+        pid: match target {
+            Target::Pid(pid) => pid,
+            Target::Myself => std::process::id(),
+        },
+        ..ProcessInfo::default()
+    };
+    let (path, status) = read_text(target.path("status"))?;
+    parse_status(&status, &mut info).map_err(|reason| ObserveError::Parse { path, reason })?;
+    let (path, cgroups) = read_text(target.path("cgroup"))?;
+    info.cgroups = parse_cgroups(&cgroups).map_err(|reason| ObserveError::Parse { path, reason })?;
+    info.root = read_link(target.path("root"))?.1;
+    info.cwd = read_link(target.path("cwd"))?.1;
+    Ok(info)
+}
+
+/// The observer's own hostname (uname's nodename).
+pub fn own_hostname() -> String {
+    nix::unistd::gethostname()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ns_links_give_their_inode() {
+        assert_eq!(parse_ns_link("uts:[4026531838]"), Some(4026531838));
+        assert_eq!(parse_ns_link("time_for_children:[4026531834]"), Some(4026531834));
+        assert_eq!(parse_ns_link("uts:4026531838"), None);
+        assert_eq!(parse_ns_link("garbage"), None);
+    }
+
+    #[test]
+    fn status_of_a_host_process() {
+        let mut info = ProcessInfo::default();
+        parse_status(include_str!("fixtures/status.txt"), &mut info).unwrap();
+        assert_eq!(info.comm, "cat");
+        assert_eq!(info.ppid, 9409);
+        assert_eq!(info.uid, [0, 0, 0, 0]);
+        assert_eq!(info.nspid, vec![9412]);
+    }
+
+    #[test]
+    fn status_of_a_process_in_a_pid_namespace() {
+        let mut info = ProcessInfo::default();
+        parse_status(include_str!("fixtures/status-nested.txt"), &mut info).unwrap();
+        assert_eq!(info.comm, "sh");
+        assert_eq!(info.nspid, vec![4242, 1]);
+        assert_eq!(info.uid[0], 100000);
+    }
+
+    #[test]
+    fn cgroup_v1_lines_name_their_controllers() {
+        let entries = parse_cgroups(include_str!("fixtures/cgroup-v1.txt")).unwrap();
+        let memory = entries
+            .iter()
+            .find(|e| e.controllers == ["memory"])
+            .unwrap();
+        assert_eq!(memory.hierarchy, 4);
+        assert!(memory.path.starts_with("/process_api/"));
+        let unified = entries.iter().find(|e| e.hierarchy == 0).unwrap();
+        assert!(unified.controllers.is_empty());
+        assert_eq!(unified.path, "/");
+    }
+
+    #[test]
+    fn cgroup_v2_has_one_line() {
+        let entries = parse_cgroups(include_str!("fixtures/cgroup-v2.txt")).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].path, "/system.slice/damda.service");
+    }
+}

@@ -1,0 +1,128 @@
+//! The boxes a server runs, by session id. A box whose socket closed is kept
+//! for a grace period so a reload of the same tab can resume it; after that
+//! it is destroyed. The number of boxes is capped.
+
+use crate::engine::{BoxSession, Engine, EngineError};
+use damda_protocol::Snapshot;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub type SharedBox = Arc<Mutex<BoxSession>>;
+
+struct Slot {
+    session: SharedBox,
+    detached_since: Option<Instant>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("this server already runs {0} boxes, its limit; close another tab or wait for an idle box to expire")]
+    Full(usize),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+pub struct Registry {
+    engine: Arc<Engine>,
+    max_boxes: usize,
+    grace: Duration,
+    slots: Mutex<HashMap<String, Slot>>,
+    /// Boxes being started, counted against the limit.
+    starting: Mutex<usize>,
+}
+
+fn new_session_id() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the kernel's random source works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Registry {
+    pub fn new(engine: Arc<Engine>, max_boxes: usize, grace: Duration) -> Self {
+        Registry {
+            engine,
+            max_boxes,
+            grace,
+            slots: Mutex::new(HashMap::new()),
+            starting: Mutex::new(0),
+        }
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Starts a fresh box at `host`. Blocking: call from a blocking thread.
+    pub fn create(&self) -> Result<(String, SharedBox, Snapshot), RegistryError> {
+        {
+            let mut starting = self.starting.lock().unwrap_or_else(|e| e.into_inner());
+            if self.len() + *starting >= self.max_boxes {
+                return Err(RegistryError::Full(self.max_boxes));
+            }
+            *starting += 1;
+        }
+        let started = BoxSession::start(self.engine.clone());
+        *self.starting.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        let (session, snapshot) = started?;
+        let id = new_session_id();
+        let shared = Arc::new(Mutex::new(session));
+        self.slots().insert(
+            id.clone(),
+            Slot {
+                session: shared.clone(),
+                detached_since: None,
+            },
+        );
+        Ok((id, shared, snapshot))
+    }
+
+    /// The socket of `id` closed: keep its box for the grace period.
+    pub fn detach(&self, id: &str) {
+        if let Some(slot) = self.slots().get_mut(id) {
+            slot.detached_since = Some(Instant::now());
+        }
+    }
+
+    /// Takes over a detached box (a reloaded tab). A box still attached to a
+    /// live socket is not handed out.
+    pub fn resume(&self, id: &str) -> Option<SharedBox> {
+        let mut slots = self.slots();
+        let slot = slots.get_mut(id)?;
+        slot.detached_since.take()?;
+        Some(slot.session.clone())
+    }
+
+    /// Destroys the box of `id`; returns it so the caller can drop it off the
+    /// async threads.
+    pub fn remove(&self, id: &str) -> Option<SharedBox> {
+        self.slots().remove(id).map(|slot| slot.session)
+    }
+
+    /// Removes boxes detached for longer than the grace period.
+    pub fn expired(&self) -> Vec<SharedBox> {
+        let grace = self.grace;
+        let mut slots = self.slots();
+        let ids: Vec<String> = slots
+            .iter()
+            .filter(|(_, slot)| slot.detached_since.is_some_and(|t| t.elapsed() >= grace))
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.iter()
+            .filter_map(|id| slots.remove(id).map(|slot| slot.session))
+            .collect()
+    }
+
+    /// Removes every box (shutdown).
+    pub fn drain(&self) -> Vec<SharedBox> {
+        self.slots().drain().map(|(_, slot)| slot.session).collect()
+    }
+}

@@ -1,0 +1,289 @@
+//! One websocket connection: it drives one box. The socket is split in two
+//! tasks under `select!` — one writes what an mpsc channel carries, one reads
+//! requests and runs them on blocking threads — and both are generic over
+//! Sink/Stream so tests can drive them without a socket.
+
+use super::registry::{Registry, RegistryError, SharedBox};
+use crate::engine::EngineError;
+use axum::extract::ws::Message;
+use damda_protocol::{
+    ClientMessage, ErrorCode, ServerMessage, Snapshot, StepId, MAX_CLIENT_MESSAGE_BYTES,
+};
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+fn error(code: ErrorCode, message: impl Into<String>) -> ServerMessage {
+    ServerMessage::Error {
+        code,
+        message: message.into(),
+        step: None,
+        error: None,
+    }
+}
+
+fn snapshot_message(snapshot: Snapshot) -> ServerMessage {
+    ServerMessage::Snapshot(Box::new(snapshot))
+}
+
+fn engine_error(err: EngineError) -> ServerMessage {
+    match err {
+        EngineError::StepFailed { step, error } => ServerMessage::Error {
+            code: ErrorCode::StepFailed,
+            message: error.message.clone(),
+            step: Some(step),
+            error: Some(error),
+        },
+        EngineError::NotAvailable(step) => ServerMessage::Error {
+            code: ErrorCode::UnknownStep,
+            message: format!("step {step} is not available yet"),
+            step: Some(step),
+            error: None,
+        },
+        EngineError::NoSuchMove(why) => error(ErrorCode::NoSuchMove, why),
+        other => error(ErrorCode::BoxFailed, other.to_string()),
+    }
+}
+
+/// Parses one text frame; the error is what the page is told.
+pub fn parse_request(text: &str) -> Result<ClientMessage, ServerMessage> {
+    if text.len() > MAX_CLIENT_MESSAGE_BYTES {
+        return Err(error(
+            ErrorCode::TooLarge,
+            format!(
+                "message of {} bytes refused; the limit is {MAX_CLIENT_MESSAGE_BYTES}",
+                text.len()
+            ),
+        ));
+    }
+    serde_json::from_str(text).map_err(|err| {
+        // A goto naming an unknown step deserves its own code and the list.
+        let value: Option<serde_json::Value> = serde_json::from_str(text).ok();
+        let step = value
+            .as_ref()
+            .filter(|v| v["type"] == "goto")
+            .and_then(|v| v["step"].as_str());
+        match step.map(str::parse::<StepId>) {
+            Some(Err(unknown)) => error(ErrorCode::UnknownStep, unknown.to_string()),
+            _ => error(ErrorCode::BadMessage, format!("malformed message: {err}")),
+        }
+    })
+}
+
+/// The connection's state: which box it drives.
+struct Connection {
+    registry: Arc<Registry>,
+    id: String,
+    session: SharedBox,
+    outbox: mpsc::Sender<ServerMessage>,
+}
+
+/// Runs `work` on the box off the async threads.
+async fn with_box<T: Send + 'static>(
+    session: &SharedBox,
+    work: impl FnOnce(&mut crate::engine::BoxSession) -> T + Send + 'static,
+) -> T {
+    let session = session.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut guard = session.lock().unwrap_or_else(|e| e.into_inner());
+        work(&mut guard)
+    })
+    .await
+    .expect("box work does not panic")
+}
+
+/// Drops boxes on a blocking thread: killing and reaping a helper blocks.
+pub async fn destroy(boxes: Vec<SharedBox>) {
+    if !boxes.is_empty() {
+        let _ = tokio::task::spawn_blocking(move || drop(boxes)).await;
+    }
+}
+
+impl Connection {
+    async fn send(&self, message: ServerMessage) {
+        let _ = self.outbox.send(message).await;
+    }
+
+    async fn send_outcome(&self, outcome: Result<Vec<Snapshot>, EngineError>) {
+        match outcome {
+            Ok(snapshots) => {
+                if let Some(last) = snapshots.into_iter().last() {
+                    self.send(snapshot_message(last)).await;
+                }
+            }
+            Err(err) => {
+                let helper_lost = matches!(err, EngineError::Helper(_));
+                self.send(engine_error(err)).await;
+                if helper_lost {
+                    // The box died under us: give the learner a fresh one.
+                    let reset = with_box(&self.session, |b| b.reset()).await;
+                    Box::pin(self.send_outcome(reset)).await;
+                } else if let Ok(snapshot) = with_box(&self.session, |b| b.snapshot()).await {
+                    // The box was kept (or rebuilt) at its step: show it.
+                    self.send(snapshot_message(snapshot)).await;
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, request: ClientMessage) {
+        match request {
+            ClientMessage::Next => {
+                let outcome = with_box(&self.session, |b| b.next().map(|s| vec![s])).await;
+                self.send_outcome(outcome).await;
+            }
+            ClientMessage::Back => {
+                self.send(ServerMessage::Busy {
+                    message: "rebuilding the box and replaying the steps before".into(),
+                })
+                .await;
+                let outcome = with_box(&self.session, |b| b.back()).await;
+                self.send_outcome(outcome).await;
+            }
+            ClientMessage::Reset => {
+                self.send(ServerMessage::Busy {
+                    message: "starting a fresh box".into(),
+                })
+                .await;
+                let outcome = with_box(&self.session, |b| b.reset()).await;
+                self.send_outcome(outcome).await;
+            }
+            ClientMessage::Goto { step } => {
+                let outcome = with_box(&self.session, move |b| b.goto(step)).await;
+                self.send_outcome(outcome).await;
+            }
+            ClientMessage::Resume { session } => self.resume(session).await,
+        }
+    }
+
+    async fn resume(&mut self, id: String) {
+        if id == self.id {
+            let outcome = with_box(&self.session, |b| b.snapshot().map(|s| vec![s])).await;
+            return self.send_outcome(outcome).await;
+        }
+        let Some(old) = self.registry.resume(&id) else {
+            return self
+                .send(error(
+                    ErrorCode::NoSuchSession,
+                    "that box is gone (it expired or the server restarted); this is a fresh one",
+                ))
+                .await;
+        };
+        let fresh = self.registry.remove(&self.id);
+        destroy(fresh.into_iter().collect()).await;
+        self.id = id.clone();
+        self.session = old;
+        self.send(ServerMessage::Session { id }).await;
+        let outcome = with_box(&self.session, |b| b.snapshot().map(|s| vec![s])).await;
+        self.send_outcome(outcome).await;
+    }
+}
+
+/// Serves one connection until the page goes away.
+pub async fn serve_connection<W, R, E>(registry: Arc<Registry>, mut writer: W, mut reader: R)
+where
+    W: Sink<Message> + Unpin + Send + 'static,
+    R: Stream<Item = Result<Message, E>> + Unpin + Send,
+{
+    let created = {
+        let registry = registry.clone();
+        tokio::task::spawn_blocking(move || registry.create())
+            .await
+            .expect("box start does not panic")
+    };
+    let (id, session, snapshot) = match created {
+        Ok(created) => created,
+        Err(err) => {
+            let code = match err {
+                RegistryError::Full(_) => ErrorCode::TooManyBoxes,
+                RegistryError::Engine(_) => ErrorCode::BoxFailed,
+            };
+            let text = serde_json::to_string(&error(code, err.to_string())).expect("serialises");
+            let _ = writer.send(Message::Text(text.into())).await;
+            let _ = writer.close().await;
+            return;
+        }
+    };
+
+    let (outbox, mut outgoing) = mpsc::channel::<ServerMessage>(32);
+    let mut write_task = tokio::spawn(async move {
+        while let Some(message) = outgoing.recv().await {
+            let text = serde_json::to_string(&message).expect("server messages serialise");
+            if writer.send(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    let mut connection = Connection {
+        registry: registry.clone(),
+        id: id.clone(),
+        session,
+        outbox,
+    };
+    connection.send(ServerMessage::Session { id }).await;
+    connection.send(snapshot_message(snapshot)).await;
+
+    let read_loop = async {
+        while let Some(Ok(frame)) = reader.next().await {
+            match frame {
+                Message::Text(text) => match parse_request(text.as_str()) {
+                    Ok(request) => connection.handle(request).await,
+                    Err(refusal) => connection.send(refusal).await,
+                },
+                Message::Binary(_) => {
+                    connection
+                        .send(error(
+                            ErrorCode::BadMessage,
+                            "binary frames are not part of the protocol; send JSON text",
+                        ))
+                        .await
+                }
+                Message::Close(_) => break,
+                Message::Ping(_) | Message::Pong(_) => {}
+            }
+        }
+    };
+    tokio::select! {
+        _ = read_loop => {}
+        _ = &mut write_task => {}
+    }
+    write_task.abort();
+    registry.detach(&connection.id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code_of(message: ServerMessage) -> ErrorCode {
+        match message {
+            ServerMessage::Error { code, .. } => code,
+            other => panic!("not an error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn well_formed_requests_parse() {
+        assert_eq!(parse_request(r#"{"type":"next"}"#).unwrap(), ClientMessage::Next);
+        assert_eq!(
+            parse_request(r#"{"type":"goto","step":"uts"}"#).unwrap(),
+            ClientMessage::Goto { step: StepId::Uts }
+        );
+    }
+
+    #[test]
+    fn bad_requests_get_their_own_codes() {
+        assert_eq!(code_of(parse_request("{not json").unwrap_err()), ErrorCode::BadMessage);
+        assert_eq!(
+            code_of(parse_request(r#"{"type":"fly"}"#).unwrap_err()),
+            ErrorCode::BadMessage
+        );
+        assert_eq!(
+            code_of(parse_request(r#"{"type":"goto","step":"vm"}"#).unwrap_err()),
+            ErrorCode::UnknownStep
+        );
+        let huge = format!(r#"{{"type":"next","pad":"{}"}}"#, "x".repeat(MAX_CLIENT_MESSAGE_BYTES));
+        assert_eq!(code_of(parse_request(&huge).unwrap_err()), ErrorCode::TooLarge);
+    }
+}

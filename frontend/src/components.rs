@@ -1,0 +1,13 @@
+//! One component per thing the page shows.
+
+pub mod busy_indicator;
+pub mod commands_panel;
+pub mod connection_status;
+pub mod controls;
+pub mod copy_button;
+pub mod error_banner;
+pub mod header;
+pub mod lesson_pane;
+pub mod namespace_map;
+pub mod process_card;
+pub mod stepper;

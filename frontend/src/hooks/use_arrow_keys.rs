@@ -1,0 +1,47 @@
+//! ArrowRight = next, ArrowLeft = back, anywhere on the page except while
+//! typing or with a modifier held.
+
+use gloo::events::EventListener;
+use wasm_bindgen::JsCast;
+use web_sys::{HtmlElement, KeyboardEvent};
+use yew::prelude::*;
+
+#[hook]
+pub fn use_arrow_keys(on_back: Callback<()>, on_next: Callback<()>) {
+    let latest = use_mut_ref(|| (on_back.clone(), on_next.clone()));
+    *latest.borrow_mut() = (on_back, on_next);
+
+    use_effect_with((), move |_| {
+        let listener = EventListener::new(&gloo::utils::window(), "keydown", move |event| {
+            let Some(event) = event.dyn_ref::<KeyboardEvent>() else {
+                return;
+            };
+            if event.alt_key() || event.ctrl_key() || event.meta_key() || event.shift_key() {
+                return;
+            }
+            if event.repeat() || event.default_prevented() || typing_in(event) {
+                return;
+            }
+            let callback = match event.key().as_str() {
+                "ArrowRight" => latest.borrow().1.clone(),
+                "ArrowLeft" => latest.borrow().0.clone(),
+                _ => return,
+            };
+            event.prevent_default();
+            callback.emit(());
+        });
+        // Dropping the listener removes it.
+        move || drop(listener)
+    });
+}
+
+fn typing_in(event: &KeyboardEvent) -> bool {
+    let Some(element) = event
+        .target()
+        .and_then(|t| t.dyn_into::<HtmlElement>().ok())
+    else {
+        return false;
+    };
+    matches!(element.tag_name().as_str(), "INPUT" | "TEXTAREA" | "SELECT")
+        || element.is_content_editable()
+}

@@ -1,0 +1,156 @@
+//! The page's state and the actions that change it. Everything shown about
+//! the box comes from the last snapshot the server sent; the page only
+//! remembers the one before it, to mark what just changed.
+
+use std::rc::Rc;
+
+use damda_protocol::{ErrorCode, Snapshot, StepError, StepId, StepInfo};
+use yew::prelude::*;
+
+use crate::i18n::Lang;
+
+/// The websocket as the page last saw it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Connection {
+    Connecting,
+    Open,
+    /// Closed; a new attempt starts in `retry_in_ms`.
+    Closed { retry_in_ms: u32 },
+}
+
+/// What the lesson pane shows: the introduction, or the lesson of the box's
+/// current step.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LessonView {
+    Intro,
+    Step,
+}
+
+/// An error message from the server, kept until dismissed or replaced.
+#[derive(Clone, PartialEq, Debug)]
+pub struct ServerError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub step: Option<StepId>,
+    pub error: Option<StepError>,
+}
+
+#[derive(Clone, PartialEq, Debug)]
+pub struct State {
+    /// The lesson order from `GET /api/steps`; `None` until it arrives.
+    pub steps: Option<Rc<Vec<StepInfo>>>,
+    pub snapshot: Option<Rc<Snapshot>>,
+    pub previous: Option<Rc<Snapshot>>,
+    /// How many snapshots this page has rendered (tests wait on it).
+    pub snapshots: u32,
+    pub lang: Lang,
+    pub session: Option<String>,
+    pub connection: Connection,
+    pub error: Option<ServerError>,
+    /// The message of a replay in progress.
+    pub busy: Option<String>,
+    pub view: LessonView,
+}
+
+impl State {
+    pub fn new(lang: Lang) -> Self {
+        State {
+            steps: None,
+            snapshot: None,
+            previous: None,
+            snapshots: 0,
+            lang,
+            session: None,
+            connection: Connection::Connecting,
+            error: None,
+            busy: None,
+            view: LessonView::Step,
+        }
+    }
+
+    pub fn current_step(&self) -> Option<StepId> {
+        self.snapshot.as_ref().map(|s| s.step)
+    }
+
+    /// Whether a step can be applied; every step counts as available until
+    /// the list arrives (the server refuses the ones it cannot apply).
+    pub fn is_available(&self, step: StepId) -> bool {
+        match &self.steps {
+            Some(steps) => steps.iter().any(|s| s.id == step && s.available),
+            None => true,
+        }
+    }
+
+    /// The page can ask the server for something.
+    pub fn can_send(&self) -> bool {
+        self.connection == Connection::Open && self.busy.is_none() && self.snapshot.is_some()
+    }
+
+    pub fn can_back(&self) -> bool {
+        self.can_send() && self.current_step().is_some_and(|s| s.index() > 0)
+    }
+
+    pub fn can_next(&self) -> bool {
+        self.can_send()
+            && self
+                .current_step()
+                .and_then(|s| StepId::ALL.get(s.index() + 1).copied())
+                .is_some_and(|next| self.is_available(next))
+    }
+}
+
+pub enum Action {
+    StepsLoaded(Vec<StepInfo>),
+    Connection(Connection),
+    Session(String),
+    Snapshot(Box<Snapshot>),
+    Busy(String),
+    ServerError(ServerError),
+    DismissError,
+    SetLang(Lang),
+    ShowLesson(LessonView),
+}
+
+impl Reducible for State {
+    type Action = Action;
+
+    fn reduce(self: Rc<Self>, action: Action) -> Rc<Self> {
+        let mut next = (*self).clone();
+        match action {
+            Action::StepsLoaded(steps) => next.steps = Some(Rc::new(steps)),
+            Action::Connection(connection) => {
+                next.connection = connection;
+                if connection != Connection::Open {
+                    // A replay cannot finish on a closed socket; the resume
+                    // after reconnecting shows where the box stands.
+                    next.busy = None;
+                }
+            }
+            Action::Session(id) => next.session = Some(id),
+            Action::Snapshot(snapshot) => {
+                next.previous = next.snapshot.take();
+                next.snapshot = Some(Rc::new(*snapshot));
+                next.snapshots += 1;
+                next.busy = None;
+                next.view = LessonView::Step;
+                // A new view of the box answers the request that failed.
+                if next
+                    .error
+                    .as_ref()
+                    .is_some_and(|e| e.code != ErrorCode::StepFailed)
+                {
+                    next.error = None;
+                }
+            }
+            Action::Busy(message) => next.busy = Some(message),
+            Action::ServerError(error) => {
+                next.busy = None;
+                next.error = Some(error);
+            }
+            Action::DismissError => next.error = None,
+            Action::SetLang(lang) => next.lang = lang,
+            Action::ShowLesson(view) => next.view = view,
+        }
+        Rc::new(next)
+    }
+}

@@ -1,0 +1,435 @@
+//! The messages damda's server and page exchange, and the lines `damda walk`
+//! prints. They live here once, compiled for the host and for wasm, so the two
+//! sides cannot drift apart.
+//!
+//! Every message is a JSON object tagged by `type`. A snapshot is what the
+//! kernel showed after a step; the page renders snapshots and never invents
+//! state.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// One kernel primitive in the lesson order of DESIGN.md. The order of the
+/// variants is the lesson order.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+#[serde(rename_all = "lowercase")]
+pub enum StepId {
+    Host,
+    Chroot,
+    Uts,
+    Pid,
+    Mnt,
+    Ipc,
+    Net,
+    User,
+    Cgroupns,
+    Cgroups,
+    Network,
+    Overlay,
+    Run,
+}
+
+impl StepId {
+    pub const ALL: [StepId; 13] = [
+        StepId::Host,
+        StepId::Chroot,
+        StepId::Uts,
+        StepId::Pid,
+        StepId::Mnt,
+        StepId::Ipc,
+        StepId::Net,
+        StepId::User,
+        StepId::Cgroupns,
+        StepId::Cgroups,
+        StepId::Network,
+        StepId::Overlay,
+        StepId::Run,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepId::Host => "host",
+            StepId::Chroot => "chroot",
+            StepId::Uts => "uts",
+            StepId::Pid => "pid",
+            StepId::Mnt => "mnt",
+            StepId::Ipc => "ipc",
+            StepId::Net => "net",
+            StepId::User => "user",
+            StepId::Cgroupns => "cgroupns",
+            StepId::Cgroups => "cgroups",
+            StepId::Network => "network",
+            StepId::Overlay => "overlay",
+            StepId::Run => "run",
+        }
+    }
+
+    /// Position in the lesson order, starting at 0 for `host`.
+    pub fn index(self) -> usize {
+        StepId::ALL.iter().position(|s| *s == self).unwrap_or(0)
+    }
+}
+
+impl fmt::Display for StepId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for StepId {
+    type Err = UnknownStep;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        StepId::ALL
+            .into_iter()
+            .find(|id| id.as_str() == s)
+            .ok_or_else(|| UnknownStep(s.to_owned()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownStep(pub String);
+
+impl fmt::Display for UnknownStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let known: Vec<&str> = StepId::ALL.iter().map(|s| s.as_str()).collect();
+        write!(f, "unknown step {:?}; steps are {}", self.0, known.join(", "))
+    }
+}
+
+impl std::error::Error for UnknownStep {}
+
+/// The namespace types of Linux, as named under /proc/PID/ns.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[serde(rename_all = "lowercase")]
+pub enum NsKind {
+    Uts,
+    Pid,
+    Mnt,
+    Ipc,
+    Net,
+    User,
+    Cgroup,
+    Time,
+}
+
+impl NsKind {
+    pub const ALL: [NsKind; 8] = [
+        NsKind::Uts,
+        NsKind::Pid,
+        NsKind::Mnt,
+        NsKind::Ipc,
+        NsKind::Net,
+        NsKind::User,
+        NsKind::Cgroup,
+        NsKind::Time,
+    ];
+
+    /// The file name under /proc/PID/ns/.
+    pub fn proc_name(self) -> &'static str {
+        match self {
+            NsKind::Uts => "uts",
+            NsKind::Pid => "pid",
+            NsKind::Mnt => "mnt",
+            NsKind::Ipc => "ipc",
+            NsKind::Net => "net",
+            NsKind::User => "user",
+            NsKind::Cgroup => "cgroup",
+            NsKind::Time => "time",
+        }
+    }
+}
+
+/// The inode of one namespace type for the host (the observing process) and
+/// the box. Equal inodes mean the namespace is shared.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct NsPair {
+    pub host: u64,
+    #[serde(rename = "box")]
+    pub boxed: u64,
+}
+
+impl NsPair {
+    pub fn is_shared(&self) -> bool {
+        self.host == self.boxed
+    }
+}
+
+/// All eight namespace types, always present.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Namespaces {
+    pub uts: NsPair,
+    pub pid: NsPair,
+    pub mnt: NsPair,
+    pub ipc: NsPair,
+    pub net: NsPair,
+    pub user: NsPair,
+    pub cgroup: NsPair,
+    pub time: NsPair,
+}
+
+impl Namespaces {
+    pub fn get(&self, kind: NsKind) -> NsPair {
+        match kind {
+            NsKind::Uts => self.uts,
+            NsKind::Pid => self.pid,
+            NsKind::Mnt => self.mnt,
+            NsKind::Ipc => self.ipc,
+            NsKind::Net => self.net,
+            NsKind::User => self.user,
+            NsKind::Cgroup => self.cgroup,
+            NsKind::Time => self.time,
+        }
+    }
+
+    pub fn set(&mut self, kind: NsKind, pair: NsPair) {
+        let slot = match kind {
+            NsKind::Uts => &mut self.uts,
+            NsKind::Pid => &mut self.pid,
+            NsKind::Mnt => &mut self.mnt,
+            NsKind::Ipc => &mut self.ipc,
+            NsKind::Net => &mut self.net,
+            NsKind::User => &mut self.user,
+            NsKind::Cgroup => &mut self.cgroup,
+            NsKind::Time => &mut self.time,
+        };
+        *slot = pair;
+    }
+}
+
+/// One line of /proc/PID/cgroup: `hierarchy-id:controllers:path`.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct CgroupEntry {
+    pub hierarchy: u32,
+    /// Empty for the cgroup v2 line (`0::/path`).
+    pub controllers: Vec<String>,
+    pub path: String,
+}
+
+/// Facts about one process, read from /proc/PID on the host.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug, Default)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    /// The command name (/proc/PID/comm).
+    pub comm: String,
+    /// Real, effective, saved and filesystem uid (the `Uid:` line of status).
+    pub uid: [u32; 4],
+    pub gid: [u32; 4],
+    /// The process's pid in each PID namespace it belongs to, outermost first
+    /// (the `NSpid:` line of status).
+    pub nspid: Vec<u32>,
+    /// Where /proc/PID/root points, as the host sees it.
+    pub root: String,
+    /// Where /proc/PID/cwd points, as the host sees it.
+    pub cwd: String,
+    /// The hostname in the process's UTS namespace, read from inside it.
+    pub hostname: String,
+    pub cgroups: Vec<CgroupEntry>,
+}
+
+/// A shell command that does by hand what a step did.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct Command {
+    pub shell: String,
+}
+
+/// A system call the engine made for a step, with its arguments as written.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct Syscall {
+    pub call: String,
+}
+
+/// What the kernel showed after one step.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+pub struct Snapshot {
+    pub step: StepId,
+    /// The host pid of the box's main process.
+    pub pid: u32,
+    pub namespaces: Namespaces,
+    /// True when the box was rebuilt and this step replayed (Back, or an order
+    /// the kernel required).
+    #[serde(default)]
+    pub rebuilt: bool,
+    /// The box's main process as the host sees it.
+    #[serde(rename = "process")]
+    pub box_process: ProcessInfo,
+    /// The observing process (the server or the walk) — "the host" of every
+    /// comparison. Never PID 1, whose namespaces are not ours to read.
+    pub host_process: ProcessInfo,
+    pub commands: Vec<Command>,
+    pub syscalls: Vec<Syscall>,
+}
+
+/// A step the kernel refused, with the real errno.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct StepError {
+    pub syscall: String,
+    pub errno: i32,
+    /// The errno's symbolic name, such as `EPERM`.
+    pub errno_name: String,
+    pub message: String,
+}
+
+/// What `damda walk` prints for a step that failed.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct StepFailure {
+    pub step: StepId,
+    pub error: StepError,
+}
+
+/// A step in the lesson order, as `GET /api/steps` lists it.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct StepInfo {
+    pub id: StepId,
+    pub title_ko: String,
+    pub title_en: String,
+    /// False for steps this build cannot apply yet; `goto` refuses them.
+    pub available: bool,
+}
+
+/// A lesson rendered to HTML, as `GET /api/lessons/{lang}/{id}` returns it.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct Lesson {
+    pub id: String,
+    pub lang: String,
+    pub title: String,
+    pub html: String,
+}
+
+/// From the page to the server.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ClientMessage {
+    /// Apply the next step to the live box.
+    Next,
+    /// Go one step back: the box is rebuilt and steps replayed.
+    Back,
+    /// Start again at `host` with a fresh box.
+    Reset,
+    /// Go to any available step, forward (apply) or backward (replay).
+    Goto { step: StepId },
+    /// Take over the box of an earlier connection of this tab (after a reload).
+    Resume { session: String },
+}
+
+/// Why the server refused a request. The page shows `message` and keeps the
+/// connection; nothing about the box changes.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, or not a message this server knows.
+    BadMessage,
+    /// Larger than the server accepts.
+    TooLarge,
+    /// A step id the server does not know or cannot apply yet.
+    UnknownStep,
+    /// Back at the first step, Next at the last.
+    NoSuchMove,
+    /// The kernel refused a step; `error` holds the syscall and errno.
+    StepFailed,
+    /// Resume named a session that no longer exists.
+    NoSuchSession,
+    /// The server already runs as many boxes as it allows.
+    TooManyBoxes,
+    /// The box could not be started or observed.
+    BoxFailed,
+}
+
+/// From the server to the page.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ServerMessage {
+    /// Sent first on every connection: the id to keep for `resume`.
+    Session { id: String },
+    Snapshot(Box<Snapshot>),
+    /// Work that takes a while (a replay) has started.
+    Busy { message: String },
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<StepId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<StepError>,
+    },
+}
+
+/// The largest message the server accepts from a page, in bytes.
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 16 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_are_tagged_by_type() {
+        let goto: ClientMessage = serde_json::from_str(r#"{"type":"goto","step":"uts"}"#).unwrap();
+        assert_eq!(goto, ClientMessage::Goto { step: StepId::Uts });
+        let next: ClientMessage = serde_json::from_str(r#"{"type":"next"}"#).unwrap();
+        assert_eq!(next, ClientMessage::Next);
+        let resume: ClientMessage =
+            serde_json::from_str(r#"{"type":"resume","session":"abc"}"#).unwrap();
+        assert_eq!(
+            resume,
+            ClientMessage::Resume {
+                session: "abc".into()
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_step_is_refused_by_name() {
+        let err = serde_json::from_str::<ClientMessage>(r#"{"type":"goto","step":"vm"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("vm"), "{err}");
+        let parse = "vm".parse::<StepId>().unwrap_err().to_string();
+        assert!(parse.contains("host, chroot, uts"), "{parse}");
+    }
+
+    #[test]
+    fn step_ids_round_trip_in_lesson_order() {
+        for (i, id) in StepId::ALL.iter().enumerate() {
+            assert_eq!(id.index(), i);
+            assert_eq!(id.as_str().parse::<StepId>().unwrap(), *id);
+            let json = serde_json::to_string(id).unwrap();
+            assert_eq!(json, format!("\"{}\"", id.as_str()));
+        }
+        assert!(StepId::Host < StepId::Uts);
+    }
+
+    #[test]
+    fn namespaces_serialise_all_eight_with_host_and_box() {
+        let mut ns = Namespaces::default();
+        ns.set(
+            NsKind::Uts,
+            NsPair {
+                host: 1,
+                boxed: 2,
+            },
+        );
+        let value: serde_json::Value = serde_json::to_value(ns).unwrap();
+        for kind in NsKind::ALL {
+            let pair = &value[kind.proc_name()];
+            assert!(pair["host"].is_u64() && pair["box"].is_u64(), "{kind:?}");
+        }
+        assert_eq!(value["uts"]["box"], 2);
+        assert!(!ns.uts.is_shared());
+        assert!(ns.pid.is_shared());
+    }
+
+    #[test]
+    fn server_error_omits_empty_fields() {
+        let msg = ServerMessage::Error {
+            code: ErrorCode::NoSuchMove,
+            message: "already at the first step".into(),
+            step: None,
+            error: None,
+        };
+        let json = serde_json::to_string(&msg).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"error","code":"no_such_move","message":"already at the first step"}"#
+        );
+    }
+}

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Installs everything damda needs to build, run and test, then builds it.
+# Idempotent: each install is skipped when what it installs is already there.
+# Nothing here is fetched at run time; only package registries are used.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root_dir=$(pwd)
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+TRUNK_VERSION=0.21.14
+BINARYEN_VERSION=132.0.0
+# wasm-bindgen-cli must equal the wasm-bindgen crate that Cargo.lock pins.
+WASM_BINDGEN_VERSION=$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/"/,"",$3); print $3; exit}' Cargo.lock)
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+# --- Debian packages ---------------------------------------------------------
+apt_packages=(busybox-static iproute2 nftables iptables util-linux procps
+  chromium chromium-driver fonts-noto-cjk qemu-system-x86 cpio gzip)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  # busybox-static conflicts with Debian's dynamic busybox; apt replaces it.
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# --- Rust tools ---------------------------------------------------------------
+rustup target list --installed | grep -qx wasm32-unknown-unknown || {
+  say "adding the wasm32 target"; rustup target add wasm32-unknown-unknown; }
+
+if ! trunk --version 2>/dev/null | grep -q "$TRUNK_VERSION"; then
+  say "installing trunk $TRUNK_VERSION (takes a few minutes, once)"
+  cargo install --locked "trunk@$TRUNK_VERSION"
+fi
+
+if ! wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then
+  say "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (takes a few minutes, once)"
+  # Not --locked: its own lockfile names a crate version the registry lacks.
+  CARGO_RESOLVER_INCOMPATIBLE_RUST_VERSIONS=fallback \
+    cargo install --force "wasm-bindgen-cli@$WASM_BINDGEN_VERSION"
+fi
+
+# wasm-opt from npm's binaryen: Debian's is too old to parse rustc's output.
+tools_dir="$root_dir/tools"
+if ! "$tools_dir/node_modules/.bin/wasm-opt" --version 2>/dev/null | grep -q "${BINARYEN_VERSION%%.*}"; then
+  say "installing wasm-opt (binaryen $BINARYEN_VERSION from npm)"
+  mkdir -p "$tools_dir"
+  npm install --silent --no-audit --no-fund --prefix "$tools_dir" "binaryen@$BINARYEN_VERSION"
+fi
+export PATH="$tools_dir/node_modules/.bin:$PATH"
+
+# --- Build --------------------------------------------------------------------
+say "building the page (trunk, offline)"
+(cd frontend && trunk build --release --offline)
+say "building the backend"
+cargo build --release -p damda --bin damda
+say "preparing the default rootfs from /bin/busybox"
+"$root_dir/target/release/damda" prepare
+say "ready"
