@@ -57,7 +57,7 @@ export PATH="$tools_dir/node_modules/.bin:$PATH"
 
 # --- Build --------------------------------------------------------------------
 say "building the page (trunk, offline)"
-(cd frontend && trunk build --release --offline)
+trunk build --release --offline
 say "building the backend"
 cargo build --release -p damda --bin damda
 say "preparing the default rootfs from /bin/busybox"

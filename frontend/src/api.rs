@@ -9,10 +9,7 @@ use serde::de::DeserializeOwned;
 use crate::i18n::Lang;
 
 async fn get_json<T: DeserializeOwned>(url: &str) -> Result<T, String> {
-    let response = Request::get(url)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+    let response = Request::get(url).send().await.map_err(|e| e.to_string())?;
     if !response.ok() {
         return Err(format!("{url}: HTTP {}", response.status()));
     }

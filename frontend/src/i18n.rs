@@ -42,7 +42,6 @@ pub struct Texts {
     pub steps_nav: &'static str,
     pub intro: &'static str,
     pub coming_soon: &'static str,
-    pub step_of: &'static str,
     pub back: &'static str,
     pub next: &'static str,
     pub reset: &'static str,
@@ -60,7 +59,6 @@ pub struct Texts {
     pub lesson_failed: &'static str,
     pub retry: &'static str,
     pub dismiss: &'static str,
-    pub error_title: &'static str,
     pub errno_plain: &'static str,
     pub ns_title: &'static str,
     pub ns_caption: &'static str,
@@ -80,7 +78,6 @@ pub struct Texts {
     pub proc_col_host: &'static str,
     pub differs: &'static str,
     pub nspid_hint: &'static str,
-    pub real_eff: &'static str,
     pub cmds_title: &'static str,
     pub cmds_caption: &'static str,
     pub syscalls_title: &'static str,
@@ -89,6 +86,7 @@ pub struct Texts {
     pub copied: &'static str,
     pub copy_failed: &'static str,
     pub nothing_here: &'static str,
+    pub views_label: &'static str,
     pub session: &'static str,
 }
 
@@ -98,7 +96,6 @@ pub static KO: Texts = Texts {
     steps_nav: "단계",
     intro: "소개",
     coming_soon: "준비 중",
-    step_of: "단계",
     back: "이전",
     next: "다음",
     reset: "처음부터",
@@ -116,7 +113,6 @@ pub static KO: Texts = Texts {
     lesson_failed: "수업 내용을 불러오지 못했습니다",
     retry: "다시 시도",
     dismiss: "닫기",
-    error_title: "서버가 요청을 거절했습니다",
     errno_plain: "쉽게 말하면",
     ns_title: "네임스페이스 지도",
     ns_caption: "/proc/PID/ns/* 의 inode 번호: 같으면 호스트와 공유, 다르면 분리",
@@ -136,7 +132,6 @@ pub static KO: Texts = Texts {
     proc_col_host: "호스트 프로세스",
     differs: "다름",
     nspid_hint: "바깥 → 안쪽 PID 네임스페이스 순서",
-    real_eff: "실제/유효",
     cmds_title: "직접 해보기 (셸)",
     cmds_caption: "이 단계를 터미널에서 손으로 해 보는 명령 (root 셸)",
     syscalls_title: "시스템 콜",
@@ -145,6 +140,7 @@ pub static KO: Texts = Texts {
     copied: "복사됨 ✓",
     copy_failed: "복사 실패",
     nothing_here: "이 단계에는 없습니다",
+    views_label: "상자의 지금 모습",
     session: "세션",
 };
 
@@ -154,7 +150,6 @@ pub static EN: Texts = Texts {
     steps_nav: "Steps",
     intro: "Intro",
     coming_soon: "coming soon",
-    step_of: "step",
     back: "Back",
     next: "Next",
     reset: "Start over",
@@ -172,7 +167,6 @@ pub static EN: Texts = Texts {
     lesson_failed: "Could not load the lesson",
     retry: "Try again",
     dismiss: "Dismiss",
-    error_title: "The server refused the request",
     errno_plain: "In plain words",
     ns_title: "Namespace map",
     ns_caption: "inode numbers of /proc/PID/ns/*: equal means shared with the host, different means separate",
@@ -192,7 +186,6 @@ pub static EN: Texts = Texts {
     proc_col_host: "Host process",
     differs: "differs",
     nspid_hint: "outermost → innermost PID namespace",
-    real_eff: "real/effective",
     cmds_title: "Try it yourself (shell)",
     cmds_caption: "This step done by hand in a terminal (as root)",
     syscalls_title: "System calls",
@@ -201,6 +194,7 @@ pub static EN: Texts = Texts {
     copied: "Copied ✓",
     copy_failed: "Copy failed",
     nothing_here: "None for this step",
+    views_label: "The box as it is now",
     session: "session",
 };
 
@@ -234,9 +228,7 @@ pub fn error_code_text(lang: Lang, code: ErrorCode) -> &'static str {
         (Lang::Ko, ErrorCode::UnknownStep) => "아직 갈 수 없는 단계",
         (Lang::Ko, ErrorCode::NoSuchMove) => "더 갈 곳이 없음",
         (Lang::Ko, ErrorCode::StepFailed) => "커널이 이 단계를 거절함",
-        (Lang::Ko, ErrorCode::NoSuchSession) => {
-            "이전 상자를 찾지 못해 새 상자로 시작함"
-        }
+        (Lang::Ko, ErrorCode::NoSuchSession) => "이전 상자를 찾지 못해 새 상자로 시작함",
         (Lang::Ko, ErrorCode::TooManyBoxes) => "서버의 상자 수가 한도에 닿음",
         (Lang::Ko, ErrorCode::BoxFailed) => "상자를 만들거나 관찰하지 못함",
         (Lang::En, ErrorCode::BadMessage) => "A message the server did not understand",
@@ -244,9 +236,7 @@ pub fn error_code_text(lang: Lang, code: ErrorCode) -> &'static str {
         (Lang::En, ErrorCode::UnknownStep) => "A step that is not available",
         (Lang::En, ErrorCode::NoSuchMove) => "Nowhere further to go",
         (Lang::En, ErrorCode::StepFailed) => "The kernel refused this step",
-        (Lang::En, ErrorCode::NoSuchSession) => {
-            "The earlier box is gone; started a fresh one"
-        }
+        (Lang::En, ErrorCode::NoSuchSession) => "The earlier box is gone; started a fresh one",
         (Lang::En, ErrorCode::TooManyBoxes) => "The server runs as many boxes as it allows",
         (Lang::En, ErrorCode::BoxFailed) => "The box could not be started or observed",
     }

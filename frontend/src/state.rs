@@ -15,7 +15,9 @@ pub enum Connection {
     Connecting,
     Open,
     /// Closed; a new attempt starts in `retry_in_ms`.
-    Closed { retry_in_ms: u32 },
+    Closed {
+        retry_in_ms: u32,
+    },
 }
 
 /// What the lesson pane shows: the introduction, or the lesson of the box's

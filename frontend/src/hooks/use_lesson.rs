@@ -49,7 +49,7 @@ pub fn use_lesson(lang: Lang, id: String) -> LessonHandle {
                 }),
                 None => {
                     loaded.set(Loaded {
-                        lesson: (*loaded).lesson.clone(),
+                        lesson: loaded.lesson.clone(),
                         loading: true,
                         error: None,
                     });

@@ -1,0 +1,265 @@
+//! The page: header, stepper, controls, then the lesson next to live views.
+
+use damda_protocol::{ClientMessage, ServerMessage, StepId};
+use wasm_bindgen::JsValue;
+use yew::prelude::*;
+
+use crate::components::busy_indicator::BusyIndicator;
+use crate::components::commands_panel::CommandsPanel;
+use crate::components::controls::Controls;
+use crate::components::error_banner::ErrorBanner;
+use crate::components::header::Header;
+use crate::components::lesson_pane::LessonPane;
+use crate::components::namespace_map::NamespaceMap;
+use crate::components::process_card::ProcessCard;
+use crate::components::stepper::{step_title, Stepper};
+use crate::hooks::use_arrow_keys::use_arrow_keys;
+use crate::hooks::use_damda_socket::{use_damda_socket, SocketEvent};
+use crate::hooks::use_errno::use_errno;
+use crate::hooks::use_lesson::use_lesson;
+use crate::hooks::use_steps::use_steps;
+use crate::i18n::Lang;
+use crate::state::{Action, Connection, LessonView, ServerError, State};
+
+/// Where the chosen language is remembered across visits.
+const LANG_KEY: &str = "damda.lang";
+
+fn initial_lang() -> Lang {
+    gloo::utils::window()
+        .local_storage()
+        .ok()
+        .flatten()
+        .and_then(|s| s.get_item(LANG_KEY).ok().flatten())
+        .and_then(|code| Lang::from_code(&code))
+        .unwrap_or(Lang::Ko)
+}
+
+fn remember_lang(lang: Lang) {
+    if let Ok(Some(storage)) = gloo::utils::window().local_storage() {
+        let _ = storage.set_item(LANG_KEY, lang.code());
+    }
+}
+
+/// For the benchmark: when the first snapshot reached the screen.
+fn mark_first_snapshot() {
+    let window = gloo::utils::window();
+    let now = window.performance().map(|p| p.now()).unwrap_or_default();
+    let _ = js_sys::Reflect::set(
+        &window,
+        &JsValue::from_str("__damdaFirstSnapshotMs"),
+        &JsValue::from_f64(now),
+    );
+}
+
+fn socket_action(event: SocketEvent) -> Action {
+    match event {
+        SocketEvent::Connecting => Action::Connection(Connection::Connecting),
+        SocketEvent::Open => Action::Connection(Connection::Open),
+        SocketEvent::Closed { retry_in_ms } => {
+            Action::Connection(Connection::Closed { retry_in_ms })
+        }
+        SocketEvent::Message(message) => match message {
+            ServerMessage::Session { id } => Action::Session(id),
+            ServerMessage::Snapshot(snapshot) => Action::Snapshot(snapshot),
+            ServerMessage::Busy { message } => Action::Busy(message),
+            ServerMessage::Error {
+                code,
+                message,
+                step,
+                error,
+            } => Action::ServerError(ServerError {
+                code,
+                message,
+                step,
+                error,
+            }),
+        },
+    }
+}
+
+#[function_component(App)]
+pub fn app() -> Html {
+    let state = use_reducer(|| State::new(initial_lang()));
+    let lang = state.lang;
+    let t = lang.t();
+
+    let socket = {
+        let dispatcher = state.dispatcher();
+        use_damda_socket(Callback::from(move |event| {
+            dispatcher.dispatch(socket_action(event))
+        }))
+    };
+    use_steps(
+        state.steps.is_none() && state.connection == Connection::Open,
+        state.dispatcher(),
+    );
+    let errno = use_errno(lang);
+    let current = state.current_step();
+    let lesson_id = match state.view {
+        LessonView::Intro => "intro".to_owned(),
+        LessonView::Step => current.unwrap_or(StepId::Host).as_str().to_owned(),
+    };
+    let lesson = use_lesson(lang, lesson_id);
+
+    use_effect_with(state.snapshots > 0, |&shown| {
+        if shown {
+            mark_first_snapshot();
+        }
+    });
+    {
+        let title = current.map(|step| step_title(state.steps.as_ref(), lang, step));
+        use_effect_with((lang, title), |(lang, title)| {
+            let document = gloo::utils::document();
+            if let Some(root) = document.document_element() {
+                let _ = root.set_attribute("lang", lang.code());
+            }
+            document.set_title(&match title {
+                Some(title) => format!("{title} · damda 담다"),
+                None => "damda 담다".to_owned(),
+            });
+        });
+    }
+
+    // --- what the page asks of the server ------------------------------------
+    let reading_intro = state.view == LessonView::Intro;
+    let can_next = if reading_intro {
+        state.snapshot.is_some()
+    } else {
+        state.can_next()
+    };
+    let on_next = {
+        let state = state.clone();
+        let socket = socket.clone();
+        Callback::from(move |()| {
+            if state.view == LessonView::Intro && state.snapshot.is_some() {
+                // After the intro comes the box's own step.
+                state.dispatch(Action::ShowLesson(LessonView::Step));
+            } else if state.can_next() {
+                socket.send(ClientMessage::Next);
+            }
+        })
+    };
+    let on_back = {
+        let state = state.clone();
+        let socket = socket.clone();
+        Callback::from(move |()| {
+            if state.can_back() {
+                socket.send(ClientMessage::Back);
+            }
+        })
+    };
+    let on_reset = {
+        let state = state.clone();
+        let socket = socket.clone();
+        Callback::from(move |()| {
+            if state.can_send() {
+                socket.send(ClientMessage::Reset);
+            }
+        })
+    };
+    let on_goto = {
+        let state = state.clone();
+        let socket = socket.clone();
+        Callback::from(move |step: StepId| {
+            if state.current_step() == Some(step) {
+                state.dispatch(Action::ShowLesson(LessonView::Step));
+            } else if state.can_send() && state.is_available(step) {
+                socket.send(ClientMessage::Goto { step });
+            }
+        })
+    };
+    let on_intro = {
+        let dispatcher = state.dispatcher();
+        Callback::from(move |()| dispatcher.dispatch(Action::ShowLesson(LessonView::Intro)))
+    };
+    let on_lang = {
+        let dispatcher = state.dispatcher();
+        Callback::from(move |lang: Lang| {
+            remember_lang(lang);
+            dispatcher.dispatch(Action::SetLang(lang));
+        })
+    };
+    let on_dismiss = {
+        let dispatcher = state.dispatcher();
+        Callback::from(move |()| dispatcher.dispatch(Action::DismissError))
+    };
+    use_arrow_keys(on_back.clone(), on_next.clone());
+
+    // --- the page -------------------------------------------------------------
+    let connection = match state.connection {
+        Connection::Connecting => "connecting",
+        Connection::Open => "open",
+        Connection::Closed { .. } => "closed",
+    };
+    let lost = matches!(state.connection, Connection::Closed { .. }) && state.snapshot.is_some();
+    let snapshot = state.snapshot.clone();
+
+    let views = match &snapshot {
+        Some(snapshot) => html! {
+            <>
+                <NamespaceMap {lang} snapshot={snapshot.clone()} previous={state.previous.clone()} />
+                <ProcessCard {lang} snapshot={snapshot.clone()} previous={state.previous.clone()} />
+                <CommandsPanel {lang} snapshot={snapshot.clone()} />
+            </>
+        },
+        None => html! {
+            <div class="waiting" role="status">
+                <span class="spinner" aria-hidden="true"></span>
+                <span>{ t.waiting_first }</span>
+            </div>
+        },
+    };
+
+    html! {
+        <main id="app"
+            class={classes!(lost.then_some("is-stale"))}
+            data-current-step={current.map(|s| s.as_str())}
+            data-snapshots={state.snapshots.to_string()}
+            data-connection={connection}
+            data-busy={state.busy.is_some().to_string()}
+            data-lang={lang.code()}>
+            <Header {lang} connection={state.connection} session={state.session.clone()} {on_lang} />
+            <Stepper {lang}
+                steps={state.steps.clone()}
+                {current}
+                view={state.view}
+                can_move={state.can_send()}
+                {on_goto}
+                {on_intro} />
+            <Controls {lang}
+                position={current.map(|s| (s.index() + 1, StepId::ALL.len()))}
+                title={current.map(|s| step_title(state.steps.as_ref(), lang, s))}
+                step_id={current.map(|s| s.as_str())}
+                can_back={state.can_back()}
+                {can_next}
+                can_reset={state.can_send()}
+                {on_back}
+                {on_next}
+                {on_reset}>
+                if snapshot.as_ref().is_some_and(|s| s.rebuilt) {
+                    <span class="badge badge-rebuilt" title={t.rebuilt}>
+                        <span aria-hidden="true">{ "↻ " }</span>{ t.rebuilt }
+                    </span>
+                }
+                if let Some(message) = state.busy.clone() {
+                    <BusyIndicator {lang} {message} />
+                }
+            </Controls>
+            if lost {
+                <div class="banner banner-lost" role="status">
+                    <span class="banner-icon" aria-hidden="true">{ "⚡" }</span>
+                    <div class="banner-body"><p>{ t.conn_lost_banner }</p></div>
+                </div>
+            }
+            if let Some(error) = state.error.clone() {
+                <ErrorBanner {lang} {error} {errno} {on_dismiss} />
+            }
+            <div class="columns">
+                <LessonPane {lang} {lesson} intro={reading_intro} />
+                <section class="views-col" aria-label={t.views_label}>
+                    { views }
+                </section>
+            </div>
+        </main>
+    }
+}
