@@ -1,5 +1,7 @@
 //! A box and its steps: forward applies the next step to the live helper,
 //! backward destroys the box and replays the steps before on a fresh one.
+//! Where the kernel refuses the lesson order, the box is rebuilt in the order
+//! it accepts ([`steps::kernel_order`]) and the refusal kept for the page.
 //! After every step the box is observed from the host and a snapshot made.
 //!
 //! The engine is synchronous; the server runs it on blocking threads.
@@ -7,9 +9,14 @@
 use crate::helper::parent::{HelperError, HelperExe, HelperProcess};
 use crate::helper::{InsideFacts, Reply, Request};
 use crate::ledger::{process_start_time, Entry, Ledger, LedgerError};
+use crate::mqueue;
 use crate::observe::{self, ObserveError, Target};
-use crate::steps::{self, BoxSpec};
-use damda_protocol::{Command, Snapshot, StepError, StepId, Syscall};
+use crate::rootfs::{self, RootfsError};
+use crate::steps::{self, BoxSpec, IdMap, Phase};
+use damda_protocol::{
+    Command, IpcProbe, ProcFile, ProcessTree, RebuildNote, Snapshot, StepError, StepId, Syscall,
+};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +27,13 @@ pub enum EngineError {
     Observe(#[from] ObserveError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    #[error("preparing the box's root: {0}")]
+    Rootfs(#[from] RootfsError),
+    #[error("writing {path}: {source}")]
+    IdMap {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("step {step}: {}", error.message)]
     StepFailed { step: StepId, error: StepError },
     #[error("step {0} is not available in this build")]
@@ -30,56 +44,154 @@ pub enum EngineError {
     Refused(String),
 }
 
-/// What every box of one server or walk shares.
+/// Where boxes come from; shared by every box of one server or walk.
+pub struct EngineConfig {
+    /// The prepared rootfs each box copies.
+    pub rootfs: PathBuf,
+    /// Where the boxes' directories go (data/boxes).
+    pub boxes: PathBuf,
+    pub hostname: String,
+    pub ids: IdMap,
+}
+
 pub struct Engine {
     exe: HelperExe,
     ledger: Arc<Ledger>,
-    spec: BoxSpec,
+    config: EngineConfig,
 }
 
 impl Engine {
-    pub fn new(ledger: Arc<Ledger>, spec: BoxSpec) -> Result<Self, EngineError> {
+    pub fn new(ledger: Arc<Ledger>, config: EngineConfig) -> Result<Self, EngineError> {
         Ok(Engine {
             exe: HelperExe::seal_current()?,
             ledger,
-            spec,
+            config,
         })
-    }
-
-    pub fn spec(&self) -> &BoxSpec {
-        &self.spec
     }
 }
 
-/// A helper process recorded in the ledger for as long as it lives.
+fn random_id() -> String {
+    let mut bytes = [0u8; 6];
+    getrandom::fill(&mut bytes).expect("the kernel's random source works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A helper and everything made for it on the host, each recorded in the
+/// ledger before it exists and removed when the box goes.
 struct LiveBox {
-    helper: HelperProcess,
-    entry: Entry,
+    helper: Option<HelperProcess>,
+    spec: BoxSpec,
+    queue: String,
+    owned: Vec<Entry>,
     ledger: Arc<Ledger>,
 }
 
 impl LiveBox {
-    fn start(engine: &Engine) -> Result<Self, EngineError> {
+    fn start(engine: &Engine, user_first: bool) -> Result<Self, EngineError> {
+        let id = random_id();
+        let dir = engine.config.boxes.join(format!("damda-{id}"));
+        let root = dir.join("root");
+        let mut live = LiveBox {
+            helper: None,
+            spec: BoxSpec {
+                root: root.clone(),
+                hostname: engine.config.hostname.clone(),
+                ids: engine.config.ids,
+            },
+            queue: format!("/damda-{id}"),
+            owned: Vec::new(),
+            ledger: engine.ledger.clone(),
+        };
+        live.own(Entry::Directory { path: dir.clone() })?;
+        std::fs::create_dir_all(&engine.config.boxes).map_err(RootfsError::from_io(&dir))?;
+        std::fs::create_dir(&dir).map_err(RootfsError::from_io(&dir))?;
+        rootfs::copy_tree(&engine.config.rootfs, &root)?;
+        if user_first {
+            rootfs::shift_owner(&root, engine.config.ids.outside)?;
+        }
+        // The chroot step bind-mounts the root on the host (lesson order).
+        live.own(Entry::Mount { path: root })?;
+        live.own(Entry::Queue {
+            name: live.queue.clone(),
+        })?;
+        create_queue(&live.queue);
         let helper = HelperProcess::spawn(&engine.exe)?;
-        let pid = helper.pid();
+        live.own_process(helper.helper_pid())?;
+        live.helper = Some(helper);
+        Ok(live)
+    }
+
+    fn own(&mut self, entry: Entry) -> Result<(), EngineError> {
+        self.ledger.record(entry.clone())?;
+        self.owned.push(entry);
+        Ok(())
+    }
+
+    fn own_process(&mut self, pid: u32) -> Result<(), EngineError> {
         let entry = Entry::Process {
             pid,
             start_time: process_start_time(pid).unwrap_or(0),
         };
-        engine.ledger.record(entry.clone())?;
-        Ok(LiveBox {
-            helper,
-            entry,
-            ledger: engine.ledger.clone(),
-        })
+        if self.owned.contains(&entry) {
+            return Ok(());
+        }
+        self.own(entry)
+    }
+
+    fn helper(&mut self) -> &mut HelperProcess {
+        self.helper.as_mut().expect("a live box has its helper")
+    }
+
+    fn pid(&self) -> u32 {
+        self.helper.as_ref().map_or(0, |h| h.pid())
+    }
+
+    /// Sends a request; a new main process (the PID namespace's fork) is
+    /// recorded as soon as it answers.
+    fn request(&mut self, request: &Request) -> Result<Reply, EngineError> {
+        let reply = self.helper().request(request)?;
+        let pid = self.pid();
+        self.own_process(pid)?;
+        Ok(reply)
+    }
+
+    /// Root inside the new user namespace is `ids.outside` on the host.
+    fn write_id_maps(&self) -> Result<(), EngineError> {
+        let line = self.spec.ids.map_line();
+        for file in ["uid_map", "gid_map"] {
+            let path = PathBuf::from(format!("/proc/{}/{file}", self.pid()));
+            std::fs::write(&path, &line).map_err(|source| EngineError::IdMap { path, source })?;
+        }
+        Ok(())
     }
 }
 
 impl Drop for LiveBox {
     fn drop(&mut self) {
-        // The helper is killed by its own Drop, which runs after this.
-        if let Err(err) = self.ledger.forget(&self.entry) {
-            tracing::warn!("{err}");
+        // The processes first, so nothing holds the mounts.
+        drop(self.helper.take());
+        let report = self.ledger.release(&self.owned);
+        for error in report.errors {
+            tracing::warn!("removing a box: {error}");
+        }
+    }
+}
+
+/// The IPC demonstration's queue, made on the host where the box can see it
+/// until its `ipc` step. Failure only loses the demonstration.
+fn create_queue(name: &str) {
+    if let Err(errno) = mqueue::create(name) {
+        tracing::warn!("mq_open({name}, O_CREAT): {errno}");
+    }
+}
+
+impl RootfsError {
+    fn from_io(path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError {
+        let path = path.to_owned();
+        move |source| RootfsError::Io {
+            action: "creating",
+            path,
+            source,
         }
     }
 }
@@ -89,18 +201,24 @@ pub struct BoxSession {
     engine: Arc<Engine>,
     live: LiveBox,
     applied: Vec<StepId>,
+    /// Built with the user namespace first (the kernel's order), which every
+    /// later step keeps; the note says why.
+    rebuild: Option<RebuildNote>,
 }
 
 impl BoxSession {
     /// A fresh box at `host`.
     pub fn start(engine: Arc<Engine>) -> Result<(Self, Snapshot), EngineError> {
-        let live = LiveBox::start(&engine)?;
+        let live = LiveBox::start(&engine, false)?;
         let mut session = BoxSession {
             engine,
             live,
             applied: Vec::new(),
+            rebuild: None,
         };
-        let snapshot = session.apply(StepId::Host, false)?;
+        session.apply_phase(StepId::Host, Phase::Early)?;
+        session.applied.push(StepId::Host);
+        let snapshot = session.observe(StepId::Host, Vec::new(), false)?;
         Ok((session, snapshot))
     }
 
@@ -109,19 +227,26 @@ impl BoxSession {
     }
 
     pub fn pid(&self) -> u32 {
-        self.live.helper.pid()
+        self.live.pid()
     }
 
-    fn apply(&mut self, step: StepId, rebuilt: bool) -> Result<Snapshot, EngineError> {
-        let reply = self.live.helper.request(&Request::Apply {
+    fn user_first(&self) -> bool {
+        self.rebuild.is_some()
+    }
+
+    /// Applies one phase; returns the calls made.
+    fn apply_phase(&mut self, step: StepId, phase: Phase) -> Result<Vec<String>, EngineError> {
+        let request = Request::Apply {
             step,
-            rootfs: self.engine.spec.rootfs.clone(),
-            hostname: self.engine.spec.hostname.clone(),
-        })?;
-        match reply {
-            Reply::Applied { syscalls, inside } => {
-                self.applied.push(step);
-                self.observe(step, syscalls, inside, rebuilt)
+            phase,
+            spec: self.live.spec.clone(),
+        };
+        match self.live.request(&request)? {
+            Reply::Applied { syscalls } => {
+                if (step, phase) == (StepId::User, Phase::Early) {
+                    self.live.write_id_maps()?;
+                }
+                Ok(syscalls)
             }
             Reply::Failed { error, .. } => Err(EngineError::StepFailed { step, error }),
             Reply::Refused { message } => Err(EngineError::Refused(message)),
@@ -129,21 +254,66 @@ impl BoxSession {
         }
     }
 
+    /// Applies `plan` to the live box, snapshotting each step once its last
+    /// phase is done — except the plan's last lesson step, whose snapshot is
+    /// taken at the very end, so the final snapshot is always the whole box at
+    /// that step (the kernel's order can finish it first).
+    fn run_plan(
+        &mut self,
+        plan: &[(StepId, Phase)],
+        rebuilt: bool,
+    ) -> Result<Vec<Snapshot>, EngineError> {
+        let target = plan.iter().map(|(step, _)| *step).max();
+        let mut snapshots = Vec::new();
+        let mut calls: Vec<(StepId, String)> = Vec::new();
+        for (index, (step, phase)) in plan.iter().enumerate() {
+            let made = self.apply_phase(*step, *phase)?;
+            calls.extend(made.into_iter().map(|call| (*step, call)));
+            let finished = !plan[index + 1..].iter().any(|(s, _)| s == step);
+            if finished {
+                self.applied.push(*step);
+                self.applied.sort();
+            }
+            if finished && Some(*step) != target {
+                let own = take_calls(&mut calls, *step);
+                snapshots.push(self.observe(*step, own, rebuilt)?);
+            }
+        }
+        if let Some(target) = target {
+            let own = take_calls(&mut calls, target);
+            snapshots.push(self.observe(target, own, rebuilt)?);
+        }
+        Ok(snapshots)
+    }
+
     fn observe(
-        &self,
+        &mut self,
         step: StepId,
         syscalls: Vec<String>,
-        inside: InsideFacts,
         rebuilt: bool,
     ) -> Result<Snapshot, EngineError> {
+        let inspect = Request::Inspect {
+            queue: Some(self.live.queue.clone()),
+        };
+        let (inside, box_total) = match self.live.request(&inspect)? {
+            Reply::Inspected { inside, total } => (inside, total),
+            _ => return Err(EngineError::Refused("unexpected reply".into())),
+        };
         let pid = self.pid();
         let mut box_process = observe::read_process(Target::Pid(pid))?;
-        box_process.hostname = inside.hostname;
+        box_process.hostname = inside.hostname.clone();
         let mut host_process = observe::read_process(Target::Myself)?;
         host_process.hostname = observe::own_hostname();
         let commands = steps::find(step)
-            .map(|s| s.commands(&self.engine.spec, pid))
+            .map(|s| s.commands(&self.live.spec, pid))
             .unwrap_or_default();
+        let InsideFacts {
+            queue_visible,
+            links,
+            processes,
+            files,
+            ..
+        } = inside;
         Ok(Snapshot {
             step,
             pid,
@@ -153,44 +323,93 @@ impl BoxSession {
             host_process,
             commands: commands.into_iter().map(|shell| Command { shell }).collect(),
             syscalls: syscalls.into_iter().map(|call| Syscall { call }).collect(),
+            links,
+            tree: ProcessTree {
+                host_view: observe::box_tree(pid),
+                box_view: processes,
+                box_total,
+            },
+            proc_files: files
+                .into_iter()
+                .map(|(path, boxed)| ProcFile {
+                    host: observe::read_proc_file(&path),
+                    path,
+                    boxed,
+                })
+                .collect(),
+            ipc_probe: queue_visible.map(|in_box| IpcProbe {
+                name: self.live.queue.clone(),
+                on_host: mqueue::exists(&self.live.queue),
+                in_box,
+            }),
+            rebuild: self.rebuild.clone(),
         })
     }
 
     /// Observes the box again at its current step (for a resumed page).
     pub fn snapshot(&mut self) -> Result<Snapshot, EngineError> {
-        let inside = match self.live.helper.request(&Request::Inspect)? {
-            Reply::Inspected { inside } => inside,
-            _ => return Err(EngineError::Refused("unexpected reply".into())),
-        };
-        self.observe(self.current(), Vec::new(), inside, false)
+        self.observe(self.current(), Vec::new(), false)
     }
 
     /// Applies the next available step to the live box.
-    pub fn next(&mut self) -> Result<Snapshot, EngineError> {
+    pub fn next(&mut self) -> Result<Vec<Snapshot>, EngineError> {
         let step = steps::next_after(self.current())
             .ok_or(EngineError::NoSuchMove("already at the last available step"))?;
         self.forward(step)
     }
 
-    /// Applies `step` to the live box; if the kernel refuses, the box is
-    /// rebuilt at the step before so it stays usable, and the error returned.
-    fn forward(&mut self, step: StepId) -> Result<Snapshot, EngineError> {
-        match self.apply(step, false) {
-            Err(EngineError::StepFailed { step, error }) => {
-                let keep = self.applied.clone();
-                self.rebuild(&keep)?;
-                Err(EngineError::StepFailed { step, error })
+    /// Applies `step` to the live box in the lesson order. If the kernel
+    /// refuses and accepts another order, the box is rebuilt in that order
+    /// and the refusal kept; otherwise the box is rebuilt at the step before,
+    /// so it stays usable, and the error returned.
+    fn forward(&mut self, step: StepId) -> Result<Vec<Snapshot>, EngineError> {
+        let plan = [(step, Phase::Early), (step, Phase::Late)];
+        let refused = match self.run_plan(&plan, false) {
+            Err(EngineError::StepFailed { step, error }) => (step, error),
+            other => return other,
+        };
+        let mut path = self.applied.clone();
+        path.retain(|s| *s != step);
+        let kept = path.clone();
+        path.push(step);
+        if !self.user_first() && steps::kernel_order(&path) != steps::lesson_order(&path) {
+            self.rebuild = Some(RebuildNote {
+                step,
+                refused: refused.1.clone(),
+                order: order_of(&steps::kernel_order(&path)),
+            });
+            match self.rebuild_at(&path) {
+                Err(EngineError::StepFailed { step, error }) => {
+                    // The kernel's order failed too: back to where we were.
+                    self.rebuild = None;
+                    self.rebuild_at(&kept)?;
+                    return Err(EngineError::StepFailed { step, error });
+                }
+                other => return other,
             }
-            other => other,
         }
+        self.rebuild_at(&kept)?;
+        Err(EngineError::StepFailed {
+            step: refused.0,
+            error: refused.1,
+        })
     }
 
-    /// Destroys the box and replays `path` on a fresh one; returns the
-    /// replayed snapshots, each marked rebuilt.
-    fn rebuild(&mut self, path: &[StepId]) -> Result<Vec<Snapshot>, EngineError> {
-        self.live = LiveBox::start(&self.engine)?;
+    /// Destroys the box and builds `path` on a fresh one, in the kernel's
+    /// order if the box is built user-first, else in the lesson order.
+    fn rebuild_at(&mut self, path: &[StepId]) -> Result<Vec<Snapshot>, EngineError> {
+        if !path.contains(&StepId::User) {
+            self.rebuild = None;
+        }
+        let user_first = self.user_first();
+        self.live = LiveBox::start(&self.engine, user_first)?;
         self.applied.clear();
-        path.iter().map(|step| self.apply(*step, true)).collect()
+        let plan = if user_first {
+            steps::kernel_order(path)
+        } else {
+            steps::lesson_order(path)
+        };
+        self.run_plan(&plan, true)
     }
 
     /// One step back: replay up to the step before the current one.
@@ -199,12 +418,12 @@ impl BoxSession {
             return Err(EngineError::NoSuchMove("already at the first step"));
         }
         let path = self.applied[..self.applied.len() - 1].to_vec();
-        self.rebuild(&path)
+        self.rebuild_at(&path)
     }
 
     /// A fresh box at `host`.
     pub fn reset(&mut self) -> Result<Vec<Snapshot>, EngineError> {
-        self.rebuild(&[StepId::Host])
+        self.rebuild_at(&[StepId::Host])
     }
 
     /// Forward by applying, backward by replaying.
@@ -217,15 +436,33 @@ impl BoxSession {
             return Ok(vec![self.snapshot()?]);
         }
         if target < current {
-            return self.rebuild(&steps::path_to(target));
+            return self.rebuild_at(&steps::path_to(target));
         }
         let mut snapshots = Vec::new();
         for step in steps::path_to(target)
             .into_iter()
             .filter(|step| *step > current)
         {
-            snapshots.push(self.forward(step)?);
+            snapshots.extend(self.forward(step)?);
         }
         Ok(snapshots)
     }
+}
+
+/// Removes and returns the calls `step` made.
+fn take_calls(calls: &mut Vec<(StepId, String)>, step: StepId) -> Vec<String> {
+    let (own, rest): (Vec<_>, Vec<_>) = calls.drain(..).partition(|(s, _)| *s == step);
+    *calls = rest;
+    own.into_iter().map(|(_, call)| call).collect()
+}
+
+/// The steps of a plan in the order they start.
+fn order_of(plan: &[(StepId, Phase)]) -> Vec<StepId> {
+    let mut order: Vec<StepId> = Vec::new();
+    for (step, _) in plan {
+        if !order.contains(step) {
+            order.push(*step);
+        }
+    }
+    order
 }

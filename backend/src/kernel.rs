@@ -10,6 +10,7 @@ use damda_protocol::StepError;
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
 use std::cell::RefCell;
+use nix::mount::MsFlags;
 use std::path::{Path, PathBuf};
 
 /// A system call the kernel refused.
@@ -50,6 +51,48 @@ pub trait Kernel {
     fn chdir(&self, path: &Path) -> Result<(), SysError>;
     fn unshare(&self, flags: CloneFlags) -> Result<(), SysError>;
     fn sethostname(&self, name: &str) -> Result<(), SysError>;
+    fn mount(&self, mount: &Mount) -> Result<(), SysError>;
+    /// fork(2), continuing as the child: the parent only waits for the child
+    /// and exits with it (a PID namespace takes effect in children only).
+    fn fork_into_child(&self) -> Result<(), SysError>;
+    fn setgroups(&self, groups: &[u32]) -> Result<(), SysError>;
+    fn setresgid(&self, gid: u32) -> Result<(), SysError>;
+    fn setresuid(&self, uid: u32) -> Result<(), SysError>;
+}
+
+/// The arguments of one mount(2) call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub source: Option<PathBuf>,
+    pub target: PathBuf,
+    pub fstype: Option<&'static str>,
+    pub flags: MsFlags,
+}
+
+impl Mount {
+    fn describe(&self) -> String {
+        const NAMES: [(MsFlags, &str); 6] = [
+            (MsFlags::MS_BIND, "MS_BIND"),
+            (MsFlags::MS_REC, "MS_REC"),
+            (MsFlags::MS_PRIVATE, "MS_PRIVATE"),
+            (MsFlags::MS_NOSUID, "MS_NOSUID"),
+            (MsFlags::MS_NODEV, "MS_NODEV"),
+            (MsFlags::MS_NOEXEC, "MS_NOEXEC"),
+        ];
+        let flags: Vec<&str> = NAMES
+            .iter()
+            .filter(|(f, _)| self.flags.contains(*f))
+            .map(|(_, n)| *n)
+            .collect();
+        let quoted = |p: &Option<PathBuf>| p.as_ref().map_or("NULL".into(), |p| format!("{p:?}"));
+        format!(
+            "mount({}, {:?}, {}, {})",
+            quoted(&self.source),
+            self.target,
+            self.fstype.map_or("NULL".into(), |t| format!("{t:?}")),
+            if flags.is_empty() { "0".into() } else { flags.join("|") }
+        )
+    }
 }
 
 /// Renders clone flags as the C constants a man page uses.
@@ -88,6 +131,16 @@ fn describe_unshare(flags: CloneFlags) -> String {
 fn describe_sethostname(name: &str) -> String {
     format!("sethostname({name:?}, {})", name.len())
 }
+fn describe_setgroups(groups: &[u32]) -> String {
+    format!("setgroups({}, {groups:?})", groups.len())
+}
+fn describe_setresgid(gid: u32) -> String {
+    format!("setresgid({gid}, {gid}, {gid})")
+}
+fn describe_setresuid(uid: u32) -> String {
+    format!("setresuid({uid}, {uid}, {uid})")
+}
+const DESCRIBE_FORK: &str = "fork()";
 
 /// Makes the real calls, and logs each one with its result.
 #[derive(Default)]
@@ -130,6 +183,50 @@ impl Kernel for LiveKernel {
     fn sethostname(&self, name: &str) -> Result<(), SysError> {
         self.logged(describe_sethostname(name), nix::unistd::sethostname(name))
     }
+    fn mount(&self, mount: &Mount) -> Result<(), SysError> {
+        let result = nix::mount::mount(
+            mount.source.as_deref(),
+            &mount.target,
+            mount.fstype,
+            mount.flags,
+            None::<&str>,
+        );
+        self.logged(mount.describe(), result)
+    }
+    fn fork_into_child(&self) -> Result<(), SysError> {
+        use nix::unistd::{fork, ForkResult};
+        let parent = nix::unistd::getpid();
+        // SAFETY: the helper is single-threaded, so the child may do anything.
+        match unsafe { fork() } {
+            Err(errno) => self.logged(DESCRIBE_FORK.into(), Err(errno)),
+            Ok(ForkResult::Parent { child }) => crate::helper::child::wait_and_exit(child),
+            Ok(ForkResult::Child) => {
+                // The child dies with the helper that forked it, as the helper
+                // dies with the server. PDEATHSIG is not inherited.
+                // SAFETY: plain prctl with integer arguments.
+                unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+                // Inside a new PID namespace the parent is out of sight (0).
+                let ppid = nix::unistd::getppid();
+                if ppid != parent && ppid.as_raw() != 0 {
+                    std::process::exit(1);
+                }
+                self.log.borrow_mut().push(format!("{DESCRIBE_FORK} = child"));
+                Ok(())
+            }
+        }
+    }
+    fn setgroups(&self, groups: &[u32]) -> Result<(), SysError> {
+        let gids: Vec<nix::unistd::Gid> = groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
+        self.logged(describe_setgroups(groups), nix::unistd::setgroups(&gids))
+    }
+    fn setresgid(&self, gid: u32) -> Result<(), SysError> {
+        let g = nix::unistd::Gid::from_raw(gid);
+        self.logged(describe_setresgid(gid), nix::unistd::setresgid(g, g, g))
+    }
+    fn setresuid(&self, uid: u32) -> Result<(), SysError> {
+        let u = nix::unistd::Uid::from_raw(uid);
+        self.logged(describe_setresuid(uid), nix::unistd::setresuid(u, u, u))
+    }
 }
 
 /// A call the recording double saw.
@@ -139,6 +236,11 @@ pub enum Call {
     Chdir(PathBuf),
     Unshare(CloneFlags),
     Sethostname(String),
+    Mount(Mount),
+    Fork,
+    Setgroups(Vec<u32>),
+    Setresgid(u32),
+    Setresuid(u32),
 }
 
 /// Records calls instead of making them; can be told to fail one call.
@@ -181,6 +283,21 @@ impl Kernel for RecordingKernel {
     fn sethostname(&self, name: &str) -> Result<(), SysError> {
         self.record(Call::Sethostname(name.to_owned()), describe_sethostname(name))
     }
+    fn mount(&self, mount: &Mount) -> Result<(), SysError> {
+        self.record(Call::Mount(mount.clone()), mount.describe())
+    }
+    fn fork_into_child(&self) -> Result<(), SysError> {
+        self.record(Call::Fork, DESCRIBE_FORK.into())
+    }
+    fn setgroups(&self, groups: &[u32]) -> Result<(), SysError> {
+        self.record(Call::Setgroups(groups.to_vec()), describe_setgroups(groups))
+    }
+    fn setresgid(&self, gid: u32) -> Result<(), SysError> {
+        self.record(Call::Setresgid(gid), describe_setresgid(gid))
+    }
+    fn setresuid(&self, uid: u32) -> Result<(), SysError> {
+        self.record(Call::Setresuid(uid), describe_setresuid(uid))
+    }
 }
 
 #[cfg(test)]
@@ -204,6 +321,27 @@ mod tests {
         assert_eq!(err.errno_name, "ENOENT");
         let step = err.to_step_error();
         assert!(step.message.contains("chroot(\"/nope\") failed: ENOENT (2)"));
+    }
+
+    #[test]
+    fn mounts_read_like_strace() {
+        let proc_mount = Mount {
+            source: Some("proc".into()),
+            target: "/proc".into(),
+            fstype: Some("proc"),
+            flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        };
+        assert_eq!(
+            proc_mount.describe(),
+            r#"mount("proc", "/proc", "proc", MS_NOSUID|MS_NODEV|MS_NOEXEC)"#
+        );
+        let private = Mount {
+            source: None,
+            target: "/".into(),
+            fstype: None,
+            flags: MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        };
+        assert_eq!(private.describe(), r#"mount(NULL, "/", NULL, MS_REC|MS_PRIVATE)"#);
     }
 
     #[test]

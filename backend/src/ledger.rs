@@ -38,18 +38,44 @@ pub enum Entry {
     /// A box helper; the start time tells it apart from a later process that
     /// reuses the pid.
     Process { pid: u32, start_time: u64 },
+    /// A box's directory (its rootfs copy) under data/boxes.
+    Directory { path: PathBuf },
+    /// A mount on the host (the box root's bind mount and what is below it).
+    Mount { path: PathBuf },
+    /// A POSIX message queue on the host (the IPC demonstration).
+    Queue { name: String },
 }
 
 impl Entry {
     fn describe(&self) -> String {
         match self {
             Entry::Process { pid, .. } => format!("box process {pid}"),
+            Entry::Directory { path } => format!("directory {}", path.display()),
+            Entry::Mount { path } => format!("mount {}", path.display()),
+            Entry::Queue { name } => format!("message queue {name}"),
         }
     }
 
     /// Removes the object if it still exists.
     fn remove(&self) -> Result<bool, String> {
+        use nix::errno::Errno;
         match self {
+            Entry::Directory { path } => match fs::remove_dir_all(path) {
+                Ok(()) => Ok(true),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(err) => Err(format!("rm -r {}: {err}", path.display())),
+            },
+            // Detached, so a busy mount goes as soon as its last user does.
+            Entry::Mount { path } => match nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
+                Ok(()) => Ok(true),
+                Err(Errno::EINVAL | Errno::ENOENT) => Ok(false),
+                Err(errno) => Err(format!("umount2({}, MNT_DETACH): {errno}", path.display())),
+            },
+            Entry::Queue { name } => match crate::mqueue::unlink(name) {
+                Ok(()) => Ok(true),
+                Err(Errno::ENOENT) => Ok(false),
+                Err(errno) => Err(format!("mq_unlink({name}): {errno}")),
+            },
             Entry::Process { pid, start_time } => {
                 if process_start_time(*pid) != Some(*start_time) {
                     return Ok(false);
@@ -137,6 +163,18 @@ impl Ledger {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.retain(|e| e != entry);
         self.write(&entries)
+    }
+
+    /// Removes these objects now (last recorded first) and forgets them.
+    pub fn release(&self, entries: &[Entry]) -> SweepReport {
+        let mut report = SweepReport::default();
+        report.absorb(entries);
+        let mut recorded = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        recorded.retain(|e| !entries.contains(e));
+        if let Err(err) = self.write(&recorded) {
+            report.errors.push(err.to_string());
+        }
+        report
     }
 
     /// Removes everything still recorded and the ledger file itself.

@@ -7,6 +7,7 @@ pub mod helper;
 pub mod kernel;
 pub mod ledger;
 pub mod lessons;
+pub mod mqueue;
 pub mod observe;
 pub mod paths;
 pub mod rootfs;

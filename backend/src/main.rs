@@ -2,10 +2,10 @@
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use damda::engine::Engine;
+use damda::engine::{Engine, EngineConfig};
 use damda::ledger::Ledger;
 use damda::paths::Paths;
-use damda::steps::BoxSpec;
+use damda::steps::IdMap;
 use damda_protocol::StepId;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -86,11 +86,18 @@ fn sweep_at_start(paths: &Paths) {
 fn engine(paths: &Paths, rootfs: Option<std::path::PathBuf>) -> anyhow::Result<(Arc<Engine>, Arc<Ledger>)> {
     sweep_at_start(paths);
     let ledger = Arc::new(Ledger::create(&paths.ledger())?);
-    let spec = BoxSpec {
+    let config = EngineConfig {
         rootfs: rootfs.unwrap_or_else(|| paths.rootfs()),
+        boxes: paths.boxes(),
         hostname: "damda-box".to_owned(),
+        // Root in a box's user namespace is uid 100000 on the host, as
+        // rootless runtimes map by default.
+        ids: IdMap {
+            outside: 100_000,
+            count: 65_536,
+        },
     };
-    Ok((Arc::new(Engine::new(ledger.clone(), spec)?), ledger))
+    Ok((Arc::new(Engine::new(ledger.clone(), config)?), ledger))
 }
 
 fn close(ledger: &Ledger) {

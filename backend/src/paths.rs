@@ -27,6 +27,10 @@ impl Paths {
         self.data.join("rootfs")
     }
 
+    pub fn boxes(&self) -> PathBuf {
+        self.data.join("boxes")
+    }
+
     pub fn ledger(&self) -> PathBuf {
         self.data.join("ledger")
     }

@@ -163,3 +163,39 @@ mod tests {
         assert_eq!(busybox_target("usr/bin/env"), "../../bin/busybox");
     }
 }
+
+/// Copies a directory tree: directories, regular files and symlinks, with
+/// their modes. (The rootfs holds nothing else.)
+pub fn copy_tree(from: &Path, to: &Path) -> Result<(), RootfsError> {
+    let meta = fs::symlink_metadata(from).map_err(io("reading", from))?;
+    fs::create_dir(to).map_err(io("creating", to))?;
+    for entry in fs::read_dir(from).map_err(io("listing", from))? {
+        let entry = entry.map_err(io("listing", from))?;
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type().map_err(io("reading", &source))?;
+        if kind.is_dir() {
+            copy_tree(&source, &target)?;
+        } else if kind.is_symlink() {
+            let link = fs::read_link(&source).map_err(io("reading", &source))?;
+            symlink(link, &target).map_err(io("linking", &target))?;
+        } else if kind.is_file() {
+            fs::copy(&source, &target).map_err(io("copying", &target))?;
+        }
+    }
+    fs::set_permissions(to, meta.permissions()).map_err(io("chmod", to))
+}
+
+/// Shifts the owner of every entry by `offset` (uid and gid alike), without
+/// following symlinks: the box's copy handed to a user namespace's range.
+pub fn shift_owner(path: &Path, offset: u32) -> Result<(), RootfsError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::symlink_metadata(path).map_err(io("reading", path))?;
+    std::os::unix::fs::lchown(path, Some(meta.uid() + offset), Some(meta.gid() + offset))
+        .map_err(io("chown", path))?;
+    if meta.is_dir() {
+        for entry in fs::read_dir(path).map_err(io("listing", path))? {
+            shift_owner(&entry.map_err(io("listing", path))?.path(), offset)?;
+        }
+    }
+    Ok(())
+}

@@ -225,6 +225,82 @@ pub struct ProcessInfo {
     /// The hostname in the process's UTS namespace, read from inside it.
     pub hostname: String,
     pub cgroups: Vec<CgroupEntry>,
+    /// Capability sets from status, as the kernel prints them (hex). They
+    /// count in the process's own user namespace only.
+    #[serde(default)]
+    pub caps: Capabilities,
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug, Default)]
+pub struct Capabilities {
+    pub effective: String,
+    pub permitted: String,
+    pub bounding: String,
+}
+
+/// A network interface as seen from inside the box.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct LinkState {
+    pub name: String,
+    pub up: bool,
+    pub addresses: Vec<String>,
+}
+
+/// One process as a PID namespace lists it.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct ProcessRow {
+    pub pid: u32,
+    pub comm: String,
+}
+
+/// One process of the box seen from the host: its pid in every PID
+/// namespace it belongs to, outermost (the host's) first.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct BoxProcessRow {
+    pub nspid: Vec<u32>,
+    pub ppid: u32,
+    pub comm: String,
+}
+
+/// The same processes from both sides.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug, Default)]
+pub struct ProcessTree {
+    /// The box's processes as the host sees them (the main process and its
+    /// descendants).
+    pub host_view: Vec<BoxProcessRow>,
+    /// Everything `ps` inside the box lists (bounded).
+    pub box_view: Vec<ProcessRow>,
+    /// How many processes the box's /proc lists in all.
+    pub box_total: usize,
+}
+
+/// One /proc file read by the host and by the box. Many resolve to the
+/// reader's own namespaces, so the two differ once a namespace is separate.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct ProcFile {
+    pub path: String,
+    pub host: String,
+    #[serde(rename = "box")]
+    pub boxed: String,
+}
+
+/// The IPC demonstration: a POSIX message queue damda made on the host.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct IpcProbe {
+    pub name: String,
+    pub on_host: bool,
+    pub in_box: bool,
+}
+
+/// Why the box was rebuilt in another order than the lesson's.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct RebuildNote {
+    /// The step the kernel refused in the lesson order.
+    pub step: StepId,
+    /// What the kernel said when the step was tried on the live box.
+    pub refused: StepError,
+    /// The order the box was rebuilt in.
+    pub order: Vec<StepId>,
 }
 
 /// A shell command that does by hand what a step did.
@@ -258,6 +334,18 @@ pub struct Snapshot {
     pub host_process: ProcessInfo,
     pub commands: Vec<Command>,
     pub syscalls: Vec<Syscall>,
+    /// The box's network interfaces, from inside.
+    #[serde(default)]
+    pub links: Vec<LinkState>,
+    #[serde(default)]
+    pub tree: ProcessTree,
+    #[serde(default)]
+    pub proc_files: Vec<ProcFile>,
+    #[serde(default)]
+    pub ipc_probe: Option<IpcProbe>,
+    /// Set when the kernel refused the lesson order and the box was rebuilt.
+    #[serde(default)]
+    pub rebuild: Option<RebuildNote>,
 }
 
 /// A step the kernel refused, with the real errno.

@@ -2,37 +2,89 @@
 
 use super::{InsideFacts, Reply, Request, CONTROL_FD, MAX_PACKET};
 use crate::kernel::LiveKernel;
-use crate::observe::own_hostname;
-use crate::steps::{self, BoxSpec};
+use crate::observe::{self, own_hostname};
+use crate::steps;
+use damda_protocol::{LinkState, ProcessRow};
 use nix::sys::socket::{recv, send, MsgFlags};
+use std::collections::BTreeMap;
 use std::os::fd::RawFd;
 
-fn inside_facts() -> InsideFacts {
-    InsideFacts {
-        hostname: own_hostname(),
+/// The most processes the box's `ps` view lists.
+const MAX_PROCESS_ROWS: usize = 300;
+
+/// Interfaces and their addresses as getifaddrs(3) reports them here.
+fn links() -> Vec<LinkState> {
+    let mut by_name: BTreeMap<String, LinkState> = BTreeMap::new();
+    for ifaddr in nix::ifaddrs::getifaddrs().into_iter().flatten() {
+        let link = by_name
+            .entry(ifaddr.interface_name.clone())
+            .or_insert_with(|| LinkState {
+                name: ifaddr.interface_name.clone(),
+                up: ifaddr.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP),
+                addresses: Vec::new(),
+            });
+        let address = ifaddr.address.as_ref();
+        if let Some(v4) = address.and_then(|a| a.as_sockaddr_in()) {
+            link.addresses.push(v4.ip().to_string());
+        } else if let Some(v6) = address.and_then(|a| a.as_sockaddr_in6()) {
+            link.addresses.push(v6.ip().to_string());
+        }
     }
+    by_name.into_values().collect()
+}
+
+/// What `ps` would list: the numeric entries of this process's /proc.
+fn processes() -> (Vec<ProcessRow>, usize) {
+    let mut rows: Vec<ProcessRow> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            Some(ProcessRow {
+                pid,
+                comm: comm.trim().to_owned(),
+            })
+        })
+        .collect();
+    rows.sort_by_key(|row| row.pid);
+    let total = rows.len();
+    rows.truncate(MAX_PROCESS_ROWS);
+    (rows, total)
+}
+
+fn inside_facts(queue: Option<&str>) -> (InsideFacts, usize) {
+    let (processes, total) = processes();
+    let facts = InsideFacts {
+        hostname: own_hostname(),
+        pid: std::process::id(),
+        queue_visible: queue.map(crate::mqueue::exists),
+        links: links(),
+        processes,
+        files: observe::PROC_FILES
+            .iter()
+            .map(|path| (path.to_string(), observe::read_proc_file(path)))
+            .collect(),
+    };
+    (facts, total)
 }
 
 fn handle(kernel: &LiveKernel, request: Request) -> Reply {
     match request {
-        Request::Inspect => Reply::Inspected {
-            inside: inside_facts(),
-        },
-        Request::Apply {
-            step,
-            rootfs,
-            hostname,
-        } => {
+        Request::Inspect { queue } => {
+            let (inside, total) = inside_facts(queue.as_deref());
+            Reply::Inspected { inside, total }
+        }
+        Request::Apply { step, phase, spec } => {
             let Some(step) = steps::find(step) else {
                 return Reply::Refused {
                     message: format!("step {step} is not available in this build"),
                 };
             };
-            let spec = BoxSpec { rootfs, hostname };
-            match step.apply(kernel, &spec) {
+            match step.apply(kernel, &spec, phase) {
                 Ok(()) => Reply::Applied {
                     syscalls: kernel.take_log(),
-                    inside: inside_facts(),
                 },
                 Err(err) => Reply::Failed {
                     syscalls: kernel.take_log(),
@@ -46,6 +98,23 @@ fn handle(kernel: &LiveKernel, request: Request) -> Reply {
 fn reply(fd: RawFd, reply: &Reply) -> nix::Result<()> {
     let bytes = serde_json::to_vec(reply).expect("replies serialise");
     send(fd, &bytes, MsgFlags::empty()).map(|_| ())
+}
+
+/// The parent half of the PID namespace's fork: the child carries on as the
+/// box; this process only waits for it and exits with it.
+pub fn wait_and_exit(child: nix::unistd::Pid) -> ! {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    // The control socket is the child's now; holding it would keep the server
+    // from seeing the box end.
+    let _ = nix::unistd::close(CONTROL_FD);
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
+            Ok(WaitStatus::Signaled(..)) => std::process::exit(1),
+            Err(nix::errno::Errno::EINTR) | Ok(_) => continue,
+            Err(_) => std::process::exit(1),
+        }
+    }
 }
 
 /// Serves requests until the server closes the socket, then exits.

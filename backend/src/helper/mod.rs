@@ -12,9 +12,9 @@
 pub mod child;
 pub mod parent;
 
-use damda_protocol::{StepError, StepId};
+use crate::steps::{BoxSpec, Phase};
+use damda_protocol::{LinkState, ProcessRow, StepError, StepId};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 
 /// The fd number the control socket has in the helper.
 pub const CONTROL_FD: i32 = 3;
@@ -23,19 +23,22 @@ pub const CONTROL_FD: i32 = 3;
 pub const HELPER_ARG: &str = "__box-helper";
 
 /// The largest packet either side sends.
-pub const MAX_PACKET: usize = 64 * 1024;
+pub const MAX_PACKET: usize = 256 * 1024;
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    /// Apply one step to the helper itself.
+    /// Apply one phase of a step to the helper itself.
     Apply {
         step: StepId,
-        rootfs: PathBuf,
-        hostname: String,
+        phase: Phase,
+        spec: BoxSpec,
     },
     /// Report facts only visible from inside the box's namespaces.
-    Inspect,
+    Inspect {
+        /// A POSIX message queue the server made on the host, to look for.
+        queue: Option<String>,
+    },
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -43,7 +46,6 @@ pub enum Request {
 pub enum Reply {
     Applied {
         syscalls: Vec<String>,
-        inside: InsideFacts,
     },
     Failed {
         syscalls: Vec<String>,
@@ -51,6 +53,8 @@ pub enum Reply {
     },
     Inspected {
         inside: InsideFacts,
+        /// How many processes the box's /proc lists in all.
+        total: usize,
     },
     /// The request could not be understood or is not allowed.
     Refused {
@@ -62,4 +66,14 @@ pub enum Reply {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct InsideFacts {
     pub hostname: String,
+    /// getpid() inside: 1 once the box is its PID namespace's init.
+    pub pid: u32,
+    /// Whether the server's message queue can be opened from inside.
+    pub queue_visible: Option<bool>,
+    /// Network interfaces as getifaddrs(3) shows them inside.
+    pub links: Vec<LinkState>,
+    /// What `ps` inside would list: the pids under the box's /proc.
+    pub processes: Vec<ProcessRow>,
+    /// Files of /proc (and the hostname) as the box reads them.
+    pub files: Vec<(String, String)>,
 }

@@ -4,7 +4,8 @@ use super::{Reply, Request, CONTROL_FD, HELPER_ARG, MAX_PACKET};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{
-    recv, send, setsockopt, socketpair, sockopt, AddressFamily, MsgFlags, SockFlag, SockType,
+    recvmsg, send, setsockopt, socketpair, sockopt, AddressFamily, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType, UnixCredentials,
 };
 use nix::sys::time::TimeVal;
 use nix::unistd::Pid;
@@ -75,10 +76,15 @@ impl HelperExe {
     }
 }
 
-/// A running helper: the box's main process.
+/// A running helper. Its main process is the helper itself until the PID
+/// namespace's fork, then the child that carries on.
 pub struct HelperProcess {
     child: Child,
     control: OwnedFd,
+    /// The host pid of whoever answers on the control socket: the kernel
+    /// tells us with every reply (SCM_CREDENTIALS), translated to our PID
+    /// namespace.
+    main_pid: u32,
     /// Held so the box's stdin stays an open pipe rather than a file.
     _stdin: ChildStdin,
 }
@@ -95,6 +101,7 @@ impl HelperProcess {
         let timeout = TimeVal::new(REPLY_TIMEOUT.as_secs() as i64, 0);
         setsockopt(&ours, sockopt::ReceiveTimeout, &timeout).map_err(HelperError::Socketpair)?;
         setsockopt(&ours, sockopt::SendTimeout, &timeout).map_err(HelperError::Socketpair)?;
+        setsockopt(&ours, sockopt::PassCred, &true).map_err(HelperError::Socketpair)?;
 
         let their_fd = theirs.as_raw_fd();
         let server_pid = nix::unistd::getpid();
@@ -124,11 +131,18 @@ impl HelperProcess {
         Ok(HelperProcess {
             child,
             control: ours,
+            main_pid: pid,
             _stdin: stdin,
         })
     }
 
+    /// The host pid of the box's main process.
     pub fn pid(&self) -> u32 {
+        self.main_pid
+    }
+
+    /// The host pid of the process the server started.
+    pub fn helper_pid(&self) -> u32 {
         self.child.id()
     }
 
@@ -139,14 +153,17 @@ impl HelperProcess {
         send(self.control.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL)
             .map_err(|errno| HelperError::Send { pid, errno })?;
         let mut buf = vec![0u8; MAX_PACKET];
-        let len = loop {
-            match recv(self.control.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+        let (len, sender) = loop {
+            match receive_with_sender(self.control.as_raw_fd(), &mut buf) {
                 Err(nix::errno::Errno::EINTR) => continue,
                 other => break other.map_err(|errno| HelperError::Receive { pid, errno })?,
             }
         };
         if len == 0 {
             return Err(HelperError::Gone { pid });
+        }
+        if let Some(sender) = sender {
+            self.main_pid = sender;
         }
         serde_json::from_slice(&buf[..len]).map_err(|e| HelperError::Malformed {
             pid,
@@ -155,9 +172,25 @@ impl HelperProcess {
     }
 }
 
+/// One packet and the pid of the process that sent it.
+fn receive_with_sender(fd: i32, buf: &mut [u8]) -> nix::Result<(usize, Option<u32>)> {
+    let mut space = nix::cmsg_space!(UnixCredentials);
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let message = recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let sender = message.cmsgs()?.find_map(|cmsg| match cmsg {
+        ControlMessageOwned::ScmCredentials(creds) => u32::try_from(creds.pid()).ok(),
+        _ => None,
+    });
+    Ok((message.bytes, sender))
+}
+
 impl Drop for HelperProcess {
     fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        // The forked main process dies with the helper (PDEATHSIG); kill it
+        // too so nothing depends on that alone.
+        for pid in [self.main_pid, self.child.id()] {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
         let _ = self.child.wait();
     }
 }

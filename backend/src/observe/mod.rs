@@ -5,7 +5,9 @@
 //! Facts that only exist inside the box's namespaces (its hostname) come from
 //! the box helper, never from the server's threads.
 
-use damda_protocol::{CgroupEntry, Namespaces, NsKind, NsPair, ProcessInfo};
+use damda_protocol::{
+    BoxProcessRow, Capabilities, CgroupEntry, Namespaces, NsKind, NsPair, ProcessInfo,
+};
 use procfs_core::process::Status;
 use procfs_core::ProcessCGroups;
 use procfs_core::FromRead;
@@ -107,7 +109,94 @@ pub fn parse_status(text: &str, info: &mut ProcessInfo) -> Result<(), String> {
         .into_iter()
         .filter_map(|pid| u32::try_from(pid).ok())
         .collect();
+    info.caps = Capabilities {
+        effective: format!("{:016x}", status.capeff),
+        permitted: format!("{:016x}", status.capprm),
+        bounding: format!("{:016x}", status.capbnd.unwrap_or(0)),
+    };
     Ok(())
+}
+
+/// The /proc files the page compares, each read by the host and by the box.
+/// Most resolve to the reader's own namespaces: `self` and `net` to its PID
+/// and network namespace, sysvipc to its IPC namespace, the hostname to its
+/// UTS namespace, the cgroup path to its cgroup namespace.
+pub const PROC_FILES: [&str; 10] = [
+    "/proc/sys/kernel/hostname",
+    "/proc/self/status",
+    "/proc/self/mountinfo",
+    "/proc/net/dev",
+    "/proc/sysvipc/msg",
+    "/proc/sysvipc/shm",
+    "/proc/self/uid_map",
+    "/proc/self/gid_map",
+    "/proc/self/cgroup",
+    "/proc/1/cmdline",
+];
+
+/// The most of one /proc file the page shows.
+const MAX_PROC_FILE: usize = 8 * 1024;
+
+/// One /proc file as the calling process reads it, bounded; NULs (cmdline)
+/// become spaces; an error is shown as what the kernel said.
+pub fn read_proc_file(path: &str) -> String {
+    match fs::read(path) {
+        Ok(mut bytes) => {
+            let cut = bytes.len() > MAX_PROC_FILE;
+            bytes.truncate(MAX_PROC_FILE);
+            let mut text: String = String::from_utf8_lossy(&bytes)
+                .chars()
+                .map(|c| if c == '\0' { ' ' } else { c })
+                .collect();
+            if cut {
+                text.push_str("\n…");
+            }
+            text
+        }
+        Err(err) => format!("({err})"),
+    }
+}
+
+/// The children of a process, from /proc/PID/task/*/children.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .flat_map(|task| {
+            fs::read_to_string(task.path().join("children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// The box's processes as the host sees them: `root` and its descendants.
+pub fn box_tree(root: u32) -> Vec<BoxProcessRow> {
+    let mut rows = Vec::new();
+    let mut queue = vec![root];
+    while let Some(pid) = queue.pop() {
+        if rows.len() >= 300 {
+            break;
+        }
+        let mut info = ProcessInfo::default();
+        let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        if parse_status(&status, &mut info).is_err() {
+            continue;
+        }
+        rows.push(BoxProcessRow {
+            nspid: info.nspid,
+            ppid: info.ppid,
+            comm: info.comm,
+        });
+        queue.extend(children(pid));
+    }
+    rows
 }
 
 /// Everything the host can read about a process. `hostname` is left for the
@@ -165,6 +254,28 @@ mod tests {
         assert_eq!(info.comm, "sh");
         assert_eq!(info.nspid, vec![4242, 1]);
         assert_eq!(info.uid[0], 100000);
+    }
+
+    #[test]
+    fn capabilities_are_shown_as_the_kernel_prints_them() {
+        let mut info = ProcessInfo::default();
+        parse_status(include_str!("fixtures/status.txt"), &mut info).unwrap();
+        assert_eq!(info.caps.effective.len(), 16);
+        assert!(u64::from_str_radix(&info.caps.bounding, 16).unwrap() > 0);
+    }
+
+    #[test]
+    fn proc_files_are_bounded_and_nul_free() {
+        let cmdline = read_proc_file("/proc/self/cmdline");
+        assert!(!cmdline.contains('\0'));
+        assert!(read_proc_file("/proc/self/does-not-exist").starts_with('('));
+        assert!(read_proc_file("/proc/self/mountinfo").len() <= MAX_PROC_FILE + 4);
+    }
+
+    #[test]
+    fn the_tree_of_this_process_starts_with_it() {
+        let rows = box_tree(std::process::id());
+        assert_eq!(rows[0].nspid.first(), Some(&std::process::id()));
     }
 
     #[test]

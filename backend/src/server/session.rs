@@ -129,7 +129,7 @@ impl Connection {
     async fn handle(&mut self, request: ClientMessage) {
         match request {
             ClientMessage::Next => {
-                let outcome = with_box(&self.session, |b| b.next().map(|s| vec![s])).await;
+                let outcome = with_box(&self.session, |b| b.next()).await;
                 self.send_outcome(outcome).await;
             }
             ClientMessage::Back => {

@@ -2,7 +2,7 @@
 //! already lives in namespaces and cgroups — the init ones, shared with the
 //! host — which is what this step lets the learner see.
 
-use super::{BoxSpec, Step};
+use super::{BoxSpec, Phase, Step};
 use crate::kernel::{Kernel, SysError};
 use damda_protocol::{NsKind, StepId};
 
@@ -17,7 +17,7 @@ impl Step for Host {
         &[]
     }
 
-    fn apply(&self, _kernel: &dyn Kernel, _spec: &BoxSpec) -> Result<(), SysError> {
+    fn apply(&self, _kernel: &dyn Kernel, _spec: &BoxSpec, _phase: Phase) -> Result<(), SysError> {
         Ok(())
     }
 
@@ -39,11 +39,8 @@ mod tests {
     #[test]
     fn host_makes_no_call() {
         let kernel = RecordingKernel::default();
-        let spec = BoxSpec {
-            rootfs: "/r".into(),
-            hostname: "h".into(),
-        };
-        Host.apply(&kernel, &spec).unwrap();
+        Host.apply(&kernel, &super::super::test_spec(), Phase::Early)
+            .unwrap();
         assert!(kernel.calls.borrow().is_empty());
     }
 }

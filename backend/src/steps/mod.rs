@@ -3,24 +3,58 @@
 //! separates, the shell commands that redo it by hand, and its lesson id.
 //!
 //! The order is data: [`ORDER`] lists the steps this build can apply, in the
-//! lesson order of DESIGN.md. Steps not listed are shown on the page as
-//! coming, and `goto` refuses them.
+//! lesson order of DESIGN.md. Where the kernel refuses that order, the engine
+//! rebuilds the box in [`kernel_order`] instead.
 
+mod cgroupns;
 mod chroot;
 mod host;
+mod ipc;
+mod mnt;
+mod net;
+mod pid;
+mod user;
 mod uts;
 
 use crate::kernel::{Kernel, SysError};
 use damda_protocol::{NsKind, StepId};
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+/// The uid/gid range a user namespace maps: root inside is `outside` on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMap {
+    pub outside: u32,
+    pub count: u32,
+}
+
+impl IdMap {
+    /// The line written to /proc/PID/uid_map and gid_map.
+    pub fn map_line(&self) -> String {
+        format!("0 {} {}\n", self.outside, self.count)
+    }
+}
+
 /// What a box is built from; the same for every step of one box.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BoxSpec {
-    /// The unpacked root filesystem the `chroot` step enters.
-    pub rootfs: PathBuf,
+    /// The box's own copy of the rootfs, which the `chroot` step enters.
+    pub root: PathBuf,
     /// The hostname the `uts` step sets.
     pub hostname: String,
+    /// The ids the `user` step maps.
+    pub ids: IdMap,
+}
+
+/// Steps whose work the kernel needs split: `Early` runs where the step
+/// stands in the build, `Late` may be moved later (mount /proc after the PID
+/// namespace's fork) or earlier steps placed between (the id maps written
+/// from outside between unshare(CLONE_NEWUSER) and becoming root).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Early,
+    Late,
 }
 
 pub trait Step: Sync {
@@ -34,8 +68,9 @@ pub trait Step: Sync {
     /// The namespace types this step gives the box a namespace of its own.
     fn separates(&self) -> &'static [NsKind];
 
-    /// Applies the step to the calling process. Runs in the box helper only.
-    fn apply(&self, kernel: &dyn Kernel, spec: &BoxSpec) -> Result<(), SysError>;
+    /// Applies one phase of the step to the calling process. Runs in the box
+    /// helper only. Steps that are not split do everything in `Early`.
+    fn apply(&self, kernel: &dyn Kernel, spec: &BoxSpec, phase: Phase) -> Result<(), SysError>;
 
     /// Shell commands that redo this step by hand; `pid` is the box's host pid,
     /// for commands run from the host side.
@@ -43,7 +78,17 @@ pub trait Step: Sync {
 }
 
 /// The steps this build applies, in lesson order.
-pub static ORDER: &[&dyn Step] = &[&host::Host, &chroot::Chroot, &uts::Uts];
+pub static ORDER: &[&dyn Step] = &[
+    &host::Host,
+    &chroot::Chroot,
+    &uts::Uts,
+    &pid::Pid,
+    &mnt::Mnt,
+    &ipc::Ipc,
+    &net::Net,
+    &user::User,
+    &cgroupns::Cgroupns,
+];
 
 /// The step with this id, if this build can apply it.
 pub fn find(id: StepId) -> Option<&'static dyn Step> {
@@ -69,9 +114,59 @@ pub fn path_to(to: StepId) -> Vec<StepId> {
         .collect()
 }
 
+/// The order a box holding `steps` is built in when the lesson order cannot
+/// be followed. A user namespace comes first, as runc does: namespaces made
+/// before it belong to the host's user namespace, where the box's root has no
+/// power, and unshare(CLONE_NEWUSER) is refused inside a chroot (EPERM). The
+/// mount namespace follows it, so the root can be made private and the rootfs
+/// bind-mounted inside the box's own mount table.
+pub fn kernel_order(steps: &[StepId]) -> Vec<(StepId, Phase)> {
+    let user_first = steps.contains(&StepId::User);
+    let mut plan = Vec::new();
+    if user_first {
+        plan.push((StepId::User, Phase::Early));
+        plan.push((StepId::User, Phase::Late));
+        if steps.contains(&StepId::Mnt) {
+            plan.push((StepId::Mnt, Phase::Early));
+        }
+    }
+    for step in steps {
+        match step {
+            StepId::User if user_first => {}
+            StepId::Mnt if user_first => plan.push((StepId::Mnt, Phase::Late)),
+            other => {
+                plan.push((*other, Phase::Early));
+                plan.push((*other, Phase::Late));
+            }
+        }
+    }
+    plan
+}
+
+/// The lesson-order plan: each step whole, in turn.
+pub fn lesson_order(steps: &[StepId]) -> Vec<(StepId, Phase)> {
+    steps
+        .iter()
+        .flat_map(|step| [(*step, Phase::Early), (*step, Phase::Late)])
+        .collect()
+}
+
+#[cfg(test)]
+pub(crate) fn test_spec() -> BoxSpec {
+    BoxSpec {
+        root: "/data/boxes/damda-1/root".into(),
+        hostname: "damda-box".into(),
+        ids: IdMap {
+            outside: 100000,
+            count: 65536,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::RecordingKernel;
 
     #[test]
     fn order_follows_the_lesson_order() {
@@ -89,19 +184,70 @@ mod tests {
             vec![StepId::Host, StepId::Chroot, StepId::Uts]
         );
         assert_eq!(next_after(StepId::Host), Some(StepId::Chroot));
-        assert!(is_available(StepId::Uts));
+        assert!(is_available(StepId::Cgroupns));
         assert!(!is_available(StepId::Run));
     }
 
     #[test]
-    fn every_step_offers_commands_naming_the_box() {
-        let spec = BoxSpec {
-            rootfs: "/data/rootfs".into(),
-            hostname: "damda-box".into(),
-        };
+    fn every_step_offers_commands() {
         for step in ORDER {
-            let commands = step.commands(&spec, 4242);
-            assert!(!commands.is_empty(), "{}", step.id());
+            assert!(!step.commands(&test_spec(), 4242).is_empty(), "{}", step.id());
         }
+    }
+
+    #[test]
+    fn without_user_the_kernel_order_is_the_lesson_order() {
+        let steps = path_to(StepId::Net);
+        assert_eq!(kernel_order(&steps), lesson_order(&steps));
+    }
+
+    #[test]
+    fn user_comes_first_then_the_mount_namespace() {
+        let plan = kernel_order(&path_to(StepId::Cgroupns));
+        assert_eq!(
+            &plan[..3],
+            &[
+                (StepId::User, Phase::Early),
+                (StepId::User, Phase::Late),
+                (StepId::Mnt, Phase::Early)
+            ]
+        );
+        // /proc is mounted after the PID namespace's fork.
+        let fork = plan.iter().position(|p| *p == (StepId::Pid, Phase::Early)).unwrap();
+        let proc_mount = plan.iter().position(|p| *p == (StepId::Mnt, Phase::Late)).unwrap();
+        assert!(fork < proc_mount);
+        assert_eq!(plan.iter().filter(|(s, _)| *s == StepId::User).count(), 2);
+    }
+
+    #[test]
+    fn whole_walk_unshares_every_namespace_once() {
+        use crate::kernel::Call;
+        let kernel = RecordingKernel::default();
+        let spec = test_spec();
+        for (step, phase) in kernel_order(&path_to(StepId::Cgroupns)) {
+            find(step).unwrap().apply(&kernel, &spec, phase).unwrap();
+        }
+        let unshares: Vec<_> = kernel
+            .calls
+            .borrow()
+            .iter()
+            .filter_map(|c| match c {
+                Call::Unshare(flags) => Some(*flags),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(unshares.len(), 7, "{unshares:?}");
+    }
+}
+
+/// The whole of a step that only unshares: done in the early phase.
+fn unshare_early(
+    kernel: &dyn Kernel,
+    phase: Phase,
+    flags: nix::sched::CloneFlags,
+) -> Result<(), SysError> {
+    match phase {
+        Phase::Early => kernel.unshare(flags),
+        Phase::Late => Ok(()),
     }
 }

@@ -2,7 +2,7 @@
 //! copy of the names uname(2) reports (nodename, domainname); changing it
 //! no longer changes the host's.
 
-use super::{BoxSpec, Step};
+use super::{BoxSpec, Phase, Step};
 use crate::kernel::{Kernel, SysError};
 use damda_protocol::{NsKind, StepId};
 use nix::sched::CloneFlags;
@@ -18,7 +18,10 @@ impl Step for Uts {
         &[NsKind::Uts]
     }
 
-    fn apply(&self, kernel: &dyn Kernel, spec: &BoxSpec) -> Result<(), SysError> {
+    fn apply(&self, kernel: &dyn Kernel, spec: &BoxSpec, phase: Phase) -> Result<(), SysError> {
+        if phase == Phase::Late {
+            return Ok(());
+        }
         kernel.unshare(CloneFlags::CLONE_NEWUTS)?;
         kernel.sethostname(&spec.hostname)
     }
@@ -43,11 +46,9 @@ mod tests {
     #[test]
     fn unshares_uts_then_names_the_box() {
         let kernel = RecordingKernel::default();
-        let spec = BoxSpec {
-            rootfs: "/r".into(),
-            hostname: "damda-box".into(),
-        };
-        Uts.apply(&kernel, &spec).unwrap();
+        let spec = super::super::test_spec();
+        Uts.apply(&kernel, &spec, Phase::Early).unwrap();
+        Uts.apply(&kernel, &spec, Phase::Late).unwrap();
         assert_eq!(
             *kernel.calls.borrow(),
             vec![
