@@ -70,6 +70,15 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// A command that runs `shell` inside the box whose main process is `pid`.
+    pub fn enter_command(&self, pid: u32, shell: &str) -> std::process::Command {
+        let pid = pid.to_string();
+        self.exe
+            .command(&[crate::helper::enter::ENTER_ARG, &pid, shell], 2)
+    }
+}
+
 fn random_id() -> String {
     let mut bytes = [0u8; 6];
     getrandom::fill(&mut bytes).expect("the kernel's random source works");

@@ -13,3 +13,4 @@ pub mod paths;
 pub mod rootfs;
 pub mod server;
 pub mod steps;
+pub mod terminal;

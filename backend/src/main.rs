@@ -109,8 +109,13 @@ fn close(ledger: &Ledger) {
 fn main() -> anyhow::Result<()> {
     // A box helper must stay single-threaded: dispatch before anything starts
     // a thread (logging, the async runtime).
-    if std::env::args_os().nth(1).is_some_and(|a| a == damda::helper::HELPER_ARG) {
-        damda::helper::child::run();
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some(damda::helper::HELPER_ARG) => damda::helper::child::run(),
+        Some(damda::helper::enter::ENTER_ARG) if args.len() == 4 => {
+            damda::helper::enter::run(&args[2], &args[3])
+        }
+        _ => {}
     }
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -398,7 +398,23 @@ pub enum ClientMessage {
     Goto { step: StepId },
     /// Take over the box of an earlier connection of this tab (after a reload).
     Resume { session: String },
+    /// Run one shell command inside the box (as `nsenter -t PID -a sh -c`),
+    /// streaming its output back.
+    Exec { command: String },
+    /// Ctrl-C: SIGINT to the running command.
+    Interrupt,
 }
+
+/// Which output stream a chunk came from.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// The longest command the terminal accepts, in bytes.
+pub const MAX_COMMAND_BYTES: usize = 4096;
 
 /// Why the server refused a request. The page shows `message` and keeps the
 /// connection; nothing about the box changes.
@@ -421,6 +437,12 @@ pub enum ErrorCode {
     TooManyBoxes,
     /// The box could not be started or observed.
     BoxFailed,
+    /// A command is already running in this terminal.
+    CommandRunning,
+    /// Nothing to interrupt.
+    NoCommand,
+    /// Not allowed on this server (the terminal outside loopback).
+    NotAllowed,
 }
 
 /// From the server to the page.
@@ -432,6 +454,15 @@ pub enum ServerMessage {
     Snapshot(Box<Snapshot>),
     /// Work that takes a while (a replay) has started.
     Busy { message: String },
+    /// A chunk of the running command's output.
+    Output { stream: OutputStream, data: String },
+    /// The command ended: its exit code, or the signal that ended it.
+    Exited {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<i32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal: Option<i32>,
+    },
     Error {
         code: ErrorCode,
         message: String,

@@ -100,17 +100,26 @@ fn reply(fd: RawFd, reply: &Reply) -> nix::Result<()> {
     send(fd, &bytes, MsgFlags::empty()).map(|_| ())
 }
 
+/// Sets the command name `ps` shows; exec'd from a memfd, it would be the
+/// fd number.
+pub fn name_process(name: &str) {
+    if let Ok(name) = std::ffi::CString::new(name) {
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string of up to 16 bytes.
+        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
+    }
+}
+
 /// The parent half of the PID namespace's fork: the child carries on as the
 /// box; this process only waits for it and exits with it.
 pub fn wait_and_exit(child: nix::unistd::Pid) -> ! {
     use nix::sys::wait::{waitpid, WaitStatus};
-    // The control socket is the child's now; holding it would keep the server
-    // from seeing the box end.
+    // The control socket (if any) is the child's now; holding it would keep
+    // the server from seeing the box end.
     let _ = nix::unistd::close(CONTROL_FD);
     loop {
         match waitpid(child, None) {
             Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
-            Ok(WaitStatus::Signaled(..)) => std::process::exit(1),
+            Ok(WaitStatus::Signaled(_, signal, _)) => std::process::exit(128 + signal as i32),
             Err(nix::errno::Errno::EINTR) | Ok(_) => continue,
             Err(_) => std::process::exit(1),
         }
@@ -119,6 +128,7 @@ pub fn wait_and_exit(child: nix::unistd::Pid) -> ! {
 
 /// Serves requests until the server closes the socket, then exits.
 pub fn run() -> ! {
+    name_process("damda-box");
     let kernel = LiveKernel::default();
     let mut buf = vec![0u8; MAX_PACKET];
     loop {

@@ -10,6 +10,7 @@
 //! The wire format is one JSON object per packet.
 
 pub mod child;
+pub mod enter;
 pub mod parent;
 
 use crate::steps::{BoxSpec, Phase};

@@ -74,6 +74,24 @@ impl HelperExe {
     fn path(&self) -> String {
         format!("/proc/self/fd/{}", self.memfd.as_raw_fd())
     }
+
+    /// A command that runs the sealed copy with `args`, with an empty
+    /// environment, every fd above `keep` closed at exec, and death with the
+    /// server. Callers add their stdio.
+    pub fn command(&self, args: &[&str], keep: i32) -> Command {
+        let server_pid = nix::unistd::getpid();
+        let mut command = Command::new(self.path());
+        command
+            .arg0("damda-box")
+            .args(args)
+            .env_clear()
+            .env("PATH", "/bin:/sbin:/usr/bin:/usr/sbin");
+        // SAFETY: between fork and exec only async-signal-safe calls are made.
+        unsafe {
+            command.pre_exec(move || close_above_and_tie(keep, server_pid));
+        }
+        command
+    }
 }
 
 /// A running helper. Its main process is the helper itself until the PID
@@ -104,19 +122,14 @@ impl HelperProcess {
         setsockopt(&ours, sockopt::PassCred, &true).map_err(HelperError::Socketpair)?;
 
         let their_fd = theirs.as_raw_fd();
-        let server_pid = nix::unistd::getpid();
-        let mut command = Command::new(exe.path());
+        let mut command = exe.command(&[HELPER_ARG], CONTROL_FD);
         command
-            .arg0("damda-box")
-            .arg(HELPER_ARG)
-            .env_clear()
-            .env("PATH", "/bin:/sbin:/usr/bin:/usr/sbin")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         // SAFETY: between fork and exec only async-signal-safe calls are made.
         unsafe {
-            command.pre_exec(move || prepare_child(their_fd, server_pid));
+            command.pre_exec(move || install_control(their_fd));
         }
         let mut child = command.spawn().map_err(HelperError::Spawn)?;
         drop(theirs);
@@ -195,23 +208,31 @@ impl Drop for HelperProcess {
     }
 }
 
-/// In the forked child, before exec: the control socket becomes fd 3, every
-/// other fd above stdio is marked close-on-exec, and the helper dies with its
-/// server.
-fn prepare_child(control: i32, server_pid: Pid) -> std::io::Result<()> {
+/// In the forked child, before exec: the control socket becomes fd 3.
+fn install_control(control: i32) -> std::io::Result<()> {
+    // SAFETY: plain syscalls on integers; async-signal-safe.
+    let result = unsafe {
+        if control == CONTROL_FD {
+            libc::fcntl(CONTROL_FD, libc::F_SETFD, 0)
+        } else {
+            libc::dup2(control, CONTROL_FD)
+        }
+    };
+    if result < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// In the forked child, before exec: every fd above `keep` is marked
+/// close-on-exec, and the child dies with its server.
+fn close_above_and_tie(keep: i32, server_pid: Pid) -> std::io::Result<()> {
     // SAFETY: plain syscalls on integers; async-signal-safe.
     unsafe {
-        if control == CONTROL_FD {
-            if libc::fcntl(CONTROL_FD, libc::F_SETFD, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        } else if libc::dup2(control, CONTROL_FD) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
         // Marked rather than closed: the sealed exe fd must live until exec.
         if libc::syscall(
             libc::SYS_close_range,
-            (CONTROL_FD + 1) as libc::c_uint,
+            (keep + 1) as libc::c_uint,
             libc::c_uint::MAX,
             libc::CLOSE_RANGE_CLOEXEC,
         ) < 0

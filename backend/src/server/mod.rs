@@ -42,6 +42,9 @@ pub struct ServeOptions {
 struct AppState {
     registry: Arc<Registry>,
     allowlist: Arc<Allowlist>,
+    /// The terminal is served to loopback only, until classroom mode has
+    /// per-learner sandboxes.
+    terminal_allowed: bool,
 }
 
 async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -97,7 +100,8 @@ async fn websocket(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> 
         .max_write_buffer_size(WS_MAX_WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
             let (writer, reader) = socket.split();
-            session::serve_connection(state.registry, writer, reader).await;
+            session::serve_connection(state.registry, state.terminal_allowed, writer, reader)
+                .await;
         })
 }
 
@@ -109,10 +113,16 @@ async fn page_missing() -> Response {
         .into_response()
 }
 
-pub fn router(registry: Arc<Registry>, allowlist: Allowlist, web_dir: PathBuf) -> Router {
+pub fn router(
+    registry: Arc<Registry>,
+    allowlist: Allowlist,
+    web_dir: PathBuf,
+    terminal_allowed: bool,
+) -> Router {
     let state = AppState {
         registry,
         allowlist: Arc::new(allowlist),
+        terminal_allowed,
     };
     let index = web_dir.join("index.html");
     let api = Router::new()
@@ -156,7 +166,8 @@ pub async fn serve(engine: Arc<Engine>, options: ServeOptions) -> anyhow::Result
     let addr = listener.local_addr()?;
     let allowlist = Allowlist::new(addr, &options.allow_hosts, options.token.clone());
     let registry = Arc::new(Registry::new(engine, options.max_boxes, options.grace));
-    let app = router(registry.clone(), allowlist, options.web_dir);
+    let terminal_allowed = addr.ip().is_loopback();
+    let app = router(registry.clone(), allowlist, options.web_dir, terminal_allowed);
 
     let shown = if addr.ip().is_unspecified() {
         SocketAddr::new([127, 0, 0, 1].into(), addr.port())

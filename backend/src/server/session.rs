@@ -6,8 +6,10 @@
 use super::registry::{Registry, RegistryError, SharedBox};
 use crate::engine::EngineError;
 use axum::extract::ws::Message;
+use crate::terminal::{self, Running};
 use damda_protocol::{
     ClientMessage, ErrorCode, ServerMessage, Snapshot, StepId, MAX_CLIENT_MESSAGE_BYTES,
+    MAX_COMMAND_BYTES,
 };
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use std::sync::Arc;
@@ -70,12 +72,14 @@ pub fn parse_request(text: &str) -> Result<ClientMessage, ServerMessage> {
     })
 }
 
-/// The connection's state: which box it drives.
+/// The connection's state: which box it drives, and its terminal.
 struct Connection {
     registry: Arc<Registry>,
     id: String,
     session: SharedBox,
     outbox: mpsc::Sender<ServerMessage>,
+    terminal_allowed: bool,
+    running: Option<Running>,
 }
 
 /// Runs `work` on the box off the async threads.
@@ -153,6 +157,47 @@ impl Connection {
                 self.send_outcome(outcome).await;
             }
             ClientMessage::Resume { session } => self.resume(session).await,
+            ClientMessage::Exec { command } => self.exec(command).await,
+            ClientMessage::Interrupt => match &self.running {
+                Some(running) if !running.is_finished() => running.interrupt(),
+                _ => self.send(error(ErrorCode::NoCommand, "no command is running")).await,
+            },
+        }
+    }
+
+    async fn exec(&mut self, command: String) {
+        if !self.terminal_allowed {
+            return self
+                .send(error(
+                    ErrorCode::NotAllowed,
+                    "the terminal is served to loopback only; this is a classroom server",
+                ))
+                .await;
+        }
+        if command.len() > MAX_COMMAND_BYTES || command.trim().is_empty() {
+            return self
+                .send(error(
+                    ErrorCode::BadMessage,
+                    format!("a command must be 1 to {MAX_COMMAND_BYTES} bytes"),
+                ))
+                .await;
+        }
+        if self.running.as_ref().is_some_and(|r| !r.is_finished()) {
+            return self
+                .send(error(
+                    ErrorCode::CommandRunning,
+                    "a command is still running: wait for it or press Ctrl-C",
+                ))
+                .await;
+        }
+        let pid = with_box(&self.session, |b| b.pid()).await;
+        let prepared = self.registry.engine().enter_command(pid, &command);
+        match terminal::start(prepared, self.outbox.clone()) {
+            Ok(running) => self.running = Some(running),
+            Err(err) => {
+                self.send(error(ErrorCode::BoxFailed, format!("starting the command: {err}")))
+                    .await
+            }
         }
     }
 
@@ -180,8 +225,12 @@ impl Connection {
 }
 
 /// Serves one connection until the page goes away.
-pub async fn serve_connection<W, R, E>(registry: Arc<Registry>, mut writer: W, mut reader: R)
-where
+pub async fn serve_connection<W, R, E>(
+    registry: Arc<Registry>,
+    terminal_allowed: bool,
+    mut writer: W,
+    mut reader: R,
+) where
     W: Sink<Message> + Unpin + Send + 'static,
     R: Stream<Item = Result<Message, E>> + Unpin + Send,
 {
@@ -220,6 +269,8 @@ where
         id: id.clone(),
         session,
         outbox,
+        terminal_allowed,
+        running: None,
     };
     connection.send(ServerMessage::Session { id }).await;
     connection.send(snapshot_message(snapshot)).await;
@@ -249,6 +300,7 @@ where
         _ = &mut write_task => {}
     }
     write_task.abort();
+    drop(connection.running.take());
     registry.detach(&connection.id);
 }
 
