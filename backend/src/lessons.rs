@@ -61,17 +61,19 @@ pub fn step_infos() -> Vec<StepInfo> {
         .collect()
 }
 
-/// errno name → explanation, in one language.
-pub fn errno_explanations(lang: &str) -> Option<BTreeMap<String, String>> {
-    if !LANGUAGES.contains(&lang) {
+/// A table of short explanations (lessons/<name>.toml), in one language:
+/// `errno` (errno name → what it means) or `procfiles` (/proc path → what it
+/// shows).
+pub fn glossary(name: &str, lang: &str) -> Option<BTreeMap<String, String>> {
+    if !LANGUAGES.contains(&lang) || !["errno", "procfiles"].contains(&name) {
         return None;
     }
-    let text = LESSONS.get_file("errno.toml")?.contents_utf8()?;
+    let text = LESSONS.get_file(format!("{name}.toml"))?.contents_utf8()?;
     let table: BTreeMap<String, BTreeMap<String, String>> = toml::from_str(text).ok()?;
     Some(
         table
             .into_iter()
-            .filter_map(|(errno, texts)| texts.get(lang).map(|t| (errno, t.clone())))
+            .filter_map(|(key, texts)| texts.get(lang).map(|t| (key, t.clone())))
             .collect(),
     )
 }
@@ -109,11 +111,22 @@ mod tests {
     #[test]
     fn errno_explanations_cover_the_common_refusals() {
         for lang in LANGUAGES {
-            let table = errno_explanations(lang).unwrap();
+            let table = glossary("errno", lang).unwrap();
             for errno in ["EPERM", "EINVAL", "ENOENT", "EACCES"] {
                 assert!(table.contains_key(errno), "{lang} {errno}");
             }
         }
-        assert!(errno_explanations("xx").is_none());
+        assert!(glossary("errno", "xx").is_none());
+        assert!(glossary("../Cargo", "ko").is_none());
+    }
+
+    #[test]
+    fn every_compared_proc_file_is_explained() {
+        for lang in LANGUAGES {
+            let table = glossary("procfiles", lang).unwrap();
+            for path in crate::observe::PROC_FILES {
+                assert!(table.contains_key(path), "{lang} {path}");
+            }
+        }
     }
 }

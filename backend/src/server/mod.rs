@@ -85,11 +85,15 @@ async fn lesson(Path((lang, id)): Path<(String, String)>) -> Response {
     }
 }
 
-async fn errno(Path(lang): Path<String>) -> Response {
-    match lessons::errno_explanations(&lang) {
+async fn glossary(Path((name, lang)): Path<(String, String)>) -> Response {
+    match lessons::glossary(&name, &lang) {
         Some(table) => Json(table).into_response(),
-        None => (StatusCode::NOT_FOUND, format!("no language {lang}")).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no table {name}/{lang}")).into_response(),
     }
+}
+
+async fn errno(Path(lang): Path<String>) -> Response {
+    glossary(Path(("errno".to_owned(), lang))).await
 }
 
 async fn websocket(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
@@ -130,6 +134,7 @@ pub fn router(
         .route("/api/steps", get(steps))
         .route("/api/lessons/{lang}/{id}", get(lesson))
         .route("/api/errno/{lang}", get(errno))
+        .route("/api/glossary/{name}/{lang}", get(glossary))
         .route("/ws", get(websocket));
     let router = if index.exists() {
         api.fallback_service(ServeDir::new(&web_dir).fallback(ServeFile::new(index)))
