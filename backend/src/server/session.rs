@@ -157,7 +157,8 @@ impl Connection {
                 self.send_outcome(outcome).await;
             }
             ClientMessage::Resume { session } => self.resume(session).await,
-            ClientMessage::Exec { command } => self.exec(command).await,
+            ClientMessage::Exec { command } => self.exec(Some(command)).await,
+            ClientMessage::Escape => self.exec(None).await,
             ClientMessage::Interrupt => match &self.running {
                 Some(running) if !running.is_finished() => running.interrupt(),
                 _ => self.send(error(ErrorCode::NoCommand, "no command is running")).await,
@@ -165,7 +166,8 @@ impl Connection {
         }
     }
 
-    async fn exec(&mut self, command: String) {
+    /// Runs a shell command in the box, or the chroot escape without one.
+    async fn exec(&mut self, command: Option<String>) {
         if !self.terminal_allowed {
             return self
                 .send(error(
@@ -174,7 +176,8 @@ impl Connection {
                 ))
                 .await;
         }
-        if command.len() > MAX_COMMAND_BYTES || command.trim().is_empty() {
+        let too_long = |c: &String| c.len() > MAX_COMMAND_BYTES || c.trim().is_empty();
+        if command.as_ref().is_some_and(too_long) {
             return self
                 .send(error(
                     ErrorCode::BadMessage,
@@ -191,7 +194,11 @@ impl Connection {
                 .await;
         }
         let pid = with_box(&self.session, |b| b.pid()).await;
-        let prepared = self.registry.engine().enter_command(pid, &command);
+        let engine = self.registry.engine();
+        let prepared = match &command {
+            Some(command) => engine.enter_command(pid, command),
+            None => engine.escape_command(pid),
+        };
         match terminal::start(prepared, self.outbox.clone()) {
             Ok(running) => self.running = Some(running),
             Err(err) => {
