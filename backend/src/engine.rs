@@ -54,6 +54,23 @@ pub struct EngineConfig {
     pub ids: IdMap,
 }
 
+impl EngineConfig {
+    /// The defaults: the prepared rootfs and data/boxes of `paths`.
+    pub fn defaults(paths: &crate::paths::Paths) -> Self {
+        EngineConfig {
+            rootfs: paths.rootfs(),
+            boxes: paths.boxes(),
+            hostname: "damda-box".to_owned(),
+            // Root in a box's user namespace is uid 100000 on the host, as
+            // rootless runtimes map by default.
+            ids: IdMap {
+                outside: 100_000,
+                count: 65_536,
+            },
+        }
+    }
+}
+
 pub struct Engine {
     exe: HelperExe,
     ledger: Arc<Ledger>,

@@ -5,7 +5,6 @@ use clap::{Parser, Subcommand};
 use damda::engine::{Engine, EngineConfig};
 use damda::ledger::Ledger;
 use damda::paths::Paths;
-use damda::steps::IdMap;
 use damda_protocol::StepId;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -86,17 +85,10 @@ fn sweep_at_start(paths: &Paths) {
 fn engine(paths: &Paths, rootfs: Option<std::path::PathBuf>) -> anyhow::Result<(Arc<Engine>, Arc<Ledger>)> {
     sweep_at_start(paths);
     let ledger = Arc::new(Ledger::create(&paths.ledger())?);
-    let config = EngineConfig {
-        rootfs: rootfs.unwrap_or_else(|| paths.rootfs()),
-        boxes: paths.boxes(),
-        hostname: "damda-box".to_owned(),
-        // Root in a box's user namespace is uid 100000 on the host, as
-        // rootless runtimes map by default.
-        ids: IdMap {
-            outside: 100_000,
-            count: 65_536,
-        },
-    };
+    let mut config = EngineConfig::defaults(paths);
+    if let Some(rootfs) = rootfs {
+        config.rootfs = rootfs;
+    }
     Ok((Arc::new(Engine::new(ledger.clone(), config)?), ledger))
 }
 

@@ -9,10 +9,16 @@ use crate::components::commands_panel::CommandsPanel;
 use crate::components::controls::Controls;
 use crate::components::error_banner::ErrorBanner;
 use crate::components::header::Header;
+use crate::components::ipc_probe::IpcProbe;
 use crate::components::lesson_pane::LessonPane;
+use crate::components::links_view::LinksView;
 use crate::components::namespace_map::NamespaceMap;
+use crate::components::proc_files::ProcFiles;
 use crate::components::process_card::ProcessCard;
+use crate::components::process_tree::ProcessTree;
+use crate::components::rebuild_note::RebuildNote;
 use crate::components::stepper::{step_title, Stepper};
+use crate::components::terminal::Terminal;
 use crate::hooks::use_arrow_keys::use_arrow_keys;
 use crate::hooks::use_damda_socket::{use_damda_socket, SocketEvent};
 use crate::hooks::use_errno::use_errno;
@@ -62,6 +68,8 @@ fn socket_action(event: SocketEvent) -> Action {
             ServerMessage::Session { id } => Action::Session(id),
             ServerMessage::Snapshot(snapshot) => Action::Snapshot(snapshot),
             ServerMessage::Busy { message } => Action::Busy(message),
+            ServerMessage::Output { stream, data } => Action::TermOutput(stream, data),
+            ServerMessage::Exited { code, signal } => Action::TermExited { code, signal },
             ServerMessage::Error {
                 code,
                 message,
@@ -183,6 +191,27 @@ pub fn app() -> Html {
         let dispatcher = state.dispatcher();
         Callback::from(move |()| dispatcher.dispatch(Action::DismissError))
     };
+    let on_exec = {
+        let dispatcher = state.dispatcher();
+        let socket = socket.clone();
+        Callback::from(move |command: String| {
+            if socket.send(ClientMessage::Exec {
+                command: command.clone(),
+            }) {
+                dispatcher.dispatch(Action::TermSent(command));
+            }
+        })
+    };
+    let on_interrupt = {
+        let socket = socket.clone();
+        Callback::from(move |()| {
+            socket.send(ClientMessage::Interrupt);
+        })
+    };
+    let on_clear = {
+        let dispatcher = state.dispatcher();
+        Callback::from(move |()| dispatcher.dispatch(Action::TermClear))
+    };
     use_arrow_keys(on_back.clone(), on_next.clone());
 
     // --- the page -------------------------------------------------------------
@@ -195,13 +224,48 @@ pub fn app() -> Html {
     let snapshot = state.snapshot.clone();
 
     let views = match &snapshot {
-        Some(snapshot) => html! {
-            <>
-                <NamespaceMap {lang} snapshot={snapshot.clone()} previous={state.previous.clone()} />
-                <ProcessCard {lang} snapshot={snapshot.clone()} previous={state.previous.clone()} />
-                <CommandsPanel {lang} snapshot={snapshot.clone()} />
-            </>
-        },
+        Some(snapshot) => {
+            let previous = state.previous.clone();
+            let tree = (!snapshot.tree.host_view.is_empty() || !snapshot.tree.box_view.is_empty())
+                .then(|| html! { <ProcessTree {lang} tree={snapshot.tree.clone()} /> });
+            let links = (!snapshot.links.is_empty())
+                .then(|| html! { <LinksView {lang} links={snapshot.links.clone()} /> });
+            let ipc = snapshot
+                .ipc_probe
+                .clone()
+                .map(|probe| html! { <IpcProbe {lang} {probe} /> });
+            let files = (!snapshot.proc_files.is_empty())
+                .then(|| html! { <ProcFiles {lang} files={snapshot.proc_files.clone()} /> });
+            // The view this step is about comes right after the namespace map.
+            let featured = match snapshot.step {
+                StepId::Pid | StepId::Mnt => 0,
+                StepId::Net | StepId::Network => 1,
+                StepId::Ipc => 2,
+                _ => usize::MAX,
+            };
+            let mut extra = [tree, links, ipc];
+            let first = extra.get_mut(featured).and_then(Option::take);
+            let rest = extra.into_iter().flatten();
+            html! {
+                <>
+                    if let Some(note) = snapshot.rebuild.clone() {
+                        <RebuildNote {lang} {note} errno={errno.clone()} />
+                    }
+                    <NamespaceMap {lang} snapshot={snapshot.clone()} previous={previous.clone()} />
+                    { for first }
+                    <ProcessCard {lang} snapshot={snapshot.clone()} {previous} />
+                    { for rest }
+                    { for files }
+                    <CommandsPanel {lang} snapshot={snapshot.clone()} />
+                    <Terminal {lang}
+                        terminal={state.terminal.clone()}
+                        ready={state.connection == Connection::Open}
+                        {on_exec}
+                        {on_interrupt}
+                        {on_clear} />
+                </>
+            }
+        }
         None => html! {
             <div class="waiting" role="status">
                 <span class="spinner" aria-hidden="true"></span>
@@ -238,7 +302,7 @@ pub fn app() -> Html {
                 {on_reset}>
                 if snapshot.as_ref().is_some_and(|s| s.rebuilt) {
                     <span class="badge badge-rebuilt" title={t.rebuilt}>
-                        <span aria-hidden="true">{ "↻ " }</span>{ t.rebuilt }
+                        <span class="ico" aria-hidden="true">{ "↻" }</span>{ t.rebuilt }
                     </span>
                 }
                 if let Some(message) = state.busy.clone() {

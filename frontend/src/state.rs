@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use damda_protocol::{ErrorCode, Snapshot, StepError, StepId, StepInfo};
+use damda_protocol::{ErrorCode, OutputStream, Snapshot, StepError, StepId, StepInfo};
 use yew::prelude::*;
 
 use crate::i18n::Lang;
@@ -37,6 +37,79 @@ pub struct ServerError {
     pub error: Option<StepError>,
 }
 
+/// One piece of the terminal's scrollback.
+#[derive(Clone, PartialEq, Debug)]
+pub enum TermChunk {
+    /// A command the page sent.
+    Command(String),
+    Output(OutputStream, String),
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    /// The server refused a terminal request.
+    Refused(ErrorCode, String),
+}
+
+/// The terminal: its scrollback and whether a command runs.
+#[derive(Clone, PartialEq, Debug, Default)]
+pub struct Terminal {
+    pub chunks: Vec<TermChunk>,
+    /// Characters held in `chunks` (bounded by [`TERM_KEEP_CHARS`]).
+    pub chars: usize,
+    pub running: bool,
+    /// False once the server said the terminal is not served here.
+    pub refused: bool,
+}
+
+/// How much scrollback the terminal keeps.
+pub const TERM_KEEP_CHARS: usize = 200_000;
+
+impl Terminal {
+    fn push(&mut self, chunk: TermChunk) {
+        let size = match &chunk {
+            TermChunk::Command(text) | TermChunk::Output(_, text) | TermChunk::Refused(_, text) => {
+                text.len()
+            }
+            TermChunk::Exited { .. } => 0,
+        };
+        // Output arrives in pieces: join a piece to the one before it.
+        if let (Some(TermChunk::Output(last_stream, last)), TermChunk::Output(stream, text)) =
+            (self.chunks.last_mut(), &chunk)
+        {
+            if last_stream == stream {
+                last.push_str(text);
+                self.chars += size;
+                self.trim();
+                return;
+            }
+        }
+        self.chunks.push(chunk);
+        self.chars += size;
+        self.trim();
+    }
+
+    fn trim(&mut self) {
+        while self.chars > TERM_KEEP_CHARS && self.chunks.len() > 1 {
+            let first = self.chunks.remove(0);
+            if let TermChunk::Command(text)
+            | TermChunk::Output(_, text)
+            | TermChunk::Refused(_, text) = first
+            {
+                self.chars -= text.len();
+            }
+        }
+    }
+}
+
+/// Error codes that answer a terminal request, shown in the terminal.
+pub fn is_terminal_error(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::CommandRunning | ErrorCode::NoCommand | ErrorCode::NotAllowed
+    )
+}
+
 #[derive(Clone, PartialEq, Debug)]
 pub struct State {
     /// The lesson order from `GET /api/steps`; `None` until it arrives.
@@ -52,6 +125,7 @@ pub struct State {
     /// The message of a replay in progress.
     pub busy: Option<String>,
     pub view: LessonView,
+    pub terminal: Rc<Terminal>,
 }
 
 impl State {
@@ -67,6 +141,7 @@ impl State {
             error: None,
             busy: None,
             view: LessonView::Step,
+            terminal: Rc::default(),
         }
     }
 
@@ -111,6 +186,13 @@ pub enum Action {
     DismissError,
     SetLang(Lang),
     ShowLesson(LessonView),
+    TermSent(String),
+    TermOutput(OutputStream, String),
+    TermExited {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
+    TermClear,
 }
 
 impl Reducible for State {
@@ -124,8 +206,12 @@ impl Reducible for State {
                 next.connection = connection;
                 if connection != Connection::Open {
                     // A replay cannot finish on a closed socket; the resume
-                    // after reconnecting shows where the box stands.
+                    // after reconnecting shows where the box stands. The
+                    // command's output went with the connection.
                     next.busy = None;
+                    if next.terminal.running {
+                        Rc::make_mut(&mut next.terminal).running = false;
+                    }
                 }
             }
             Action::Session(id) => next.session = Some(id),
@@ -145,6 +231,18 @@ impl Reducible for State {
                 }
             }
             Action::Busy(message) => next.busy = Some(message),
+            Action::ServerError(error) if is_terminal_error(error.code) => {
+                let terminal = Rc::make_mut(&mut next.terminal);
+                match error.code {
+                    ErrorCode::NotAllowed => {
+                        terminal.refused = true;
+                        terminal.running = false;
+                    }
+                    ErrorCode::NoCommand => terminal.running = false,
+                    _ => {}
+                }
+                terminal.push(TermChunk::Refused(error.code, error.message));
+            }
             Action::ServerError(error) => {
                 next.busy = None;
                 next.error = Some(error);
@@ -152,6 +250,28 @@ impl Reducible for State {
             Action::DismissError => next.error = None,
             Action::SetLang(lang) => next.lang = lang,
             Action::ShowLesson(view) => next.view = view,
+            Action::TermSent(command) => {
+                let terminal = Rc::make_mut(&mut next.terminal);
+                terminal.running = true;
+                terminal.push(TermChunk::Command(command));
+            }
+            Action::TermOutput(stream, data) => {
+                Rc::make_mut(&mut next.terminal).push(TermChunk::Output(stream, data));
+            }
+            Action::TermExited { code, signal } => {
+                let terminal = Rc::make_mut(&mut next.terminal);
+                terminal.running = false;
+                terminal.push(TermChunk::Exited { code, signal });
+            }
+            Action::TermClear => {
+                let running = next.terminal.running;
+                let refused = next.terminal.refused;
+                next.terminal = Rc::new(Terminal {
+                    running,
+                    refused,
+                    ..Terminal::default()
+                });
+            }
         }
         Rc::new(next)
     }

@@ -27,11 +27,14 @@ pub fn commands_panel(props: &CommandsPanelProps) -> Html {
     html! {
         <section class="card" id="commands-panel" aria-labelledby="cmds-title">
             <header class="card-head">
-                <h2 id="cmds-title">{ t.cmds_title }</h2>
+                <h2 id="cmds-title">{ t.cmds_panel }</h2>
+            </header>
+            <div class="sub-head-row">
+                <h3 class="sub-head">{ t.cmds_title }</h3>
                 if commands.len() > 1 {
                     <CopyButton lang={props.lang} text={all} label={Some(t.copy_all)} />
                 }
-            </header>
+            </div>
             <p class="card-caption">{ t.cmds_caption }</p>
             if commands.is_empty() {
                 <p class="empty">{ t.nothing_here }</p>

@@ -48,28 +48,32 @@ pub fn namespace_map(props: &NamespaceMapProps) -> Html {
                 data-shared={shared.to_string()}
                 data-changed={changed.then_some("true")}>
                 <th scope="row" class="ns-name">
-                    <code>{ name }</code>
+                    <div class="ns-name-in">
+                        <code>{ name }</code>
+                        <span class="ns-what">{ ns_what(props.lang, kind) }</span>
+                    </div>
                 </th>
-                <td class="ns-what">{ ns_what(props.lang, kind) }</td>
                 <td class="ns-inode mono" data-side="host">{ pair.host }</td>
                 <td class={classes!("ns-inode", "mono", (!shared).then_some("differs"))} data-side="box">
                     { pair.boxed }
                 </td>
                 <td class="ns-status">
-                    if shared {
-                        <span class="pill pill-shared">
-                            <span aria-hidden="true">{ "○ " }</span>{ t.ns_shared }
-                        </span>
-                    } else {
-                        <span class="pill pill-separate">
-                            <span aria-hidden="true">{ "◆ " }</span>{ t.ns_separate }
-                        </span>
-                    }
-                    if changed {
-                        <span class="badge badge-changed">
-                            <span aria-hidden="true">{ "★ " }</span>{ t.just_changed }
-                        </span>
-                    }
+                    <div class="ns-status-in">
+                        if shared {
+                            <span class="pill pill-shared">
+                                <span class="ico" aria-hidden="true">{ "○" }</span>{ t.ns_shared }
+                            </span>
+                        } else {
+                            <span class="pill pill-separate">
+                                <span class="ico" aria-hidden="true">{ "◆" }</span>{ t.ns_separate }
+                            </span>
+                        }
+                        if changed {
+                            <span class="badge badge-changed">
+                                <span class="ico" aria-hidden="true">{ "★" }</span>{ t.just_changed }
+                            </span>
+                        }
+                    </div>
                 </td>
             </tr>
         }
@@ -88,11 +92,12 @@ pub fn namespace_map(props: &NamespaceMapProps) -> Html {
             <table class="ns-table">
                 <thead>
                     <tr>
-                        <th scope="col">{ t.ns_col_type }</th>
-                        <th scope="col">{ t.ns_col_what }</th>
+                        <th scope="col">
+                            { t.ns_col_type }<span class="th-sub">{ " · " }{ t.ns_col_what }</span>
+                        </th>
                         <th scope="col" class="num">{ t.ns_col_host }</th>
                         <th scope="col" class="num">{ t.ns_col_box }</th>
-                        <th scope="col">{ t.ns_col_status }</th>
+                        <th scope="col" class="ns-status-col">{ t.ns_col_status }</th>
                     </tr>
                 </thead>
                 <tbody>

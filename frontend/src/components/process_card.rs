@@ -95,6 +95,18 @@ const FIELDS: &[Field] = &[
         same: |a, b| a.cwd == b.cwd,
     },
     Field {
+        name: "caps",
+        show: |p| {
+            vec![
+                format!("CapEff {}", p.caps.effective),
+                format!("CapPrm {}", p.caps.permitted),
+                format!("CapBnd {}", p.caps.bounding),
+            ]
+        },
+        marks: true,
+        same: |a, b| a.caps.effective == b.caps.effective,
+    },
+    Field {
         name: "cgroups",
         show: |p| p.cgroups.iter().map(cgroup_line).collect(),
         marks: true,
@@ -124,7 +136,9 @@ pub fn process_card(props: &ProcessCardProps) -> Html {
         };
         html! {
             <tr key={field.name} class={classes!(differs.then_some("differs"))} data-row={field.name}>
-                <th scope="row">{ field_label(props.lang, field.name) }</th>
+                <th scope="row" title={(field.name == "caps").then_some(t.caps_hint)}>
+                    { field_label(props.lang, field.name) }
+                </th>
                 <td class={classes!("mono", "value", differs.then_some("is-different"))}
                     data-field={field.name} data-side="box"
                     data-differs={differs.to_string()}
@@ -132,7 +146,7 @@ pub fn process_card(props: &ProcessCardProps) -> Html {
                     { cell(box_lines) }
                     if differs {
                         <span class="badge badge-differs">
-                            <span aria-hidden="true">{ "≠ " }</span>{ t.differs }
+                            <span class="ico" aria-hidden="true">{ "≠" }</span>{ t.differs }
                         </span>
                     }
                 </td>

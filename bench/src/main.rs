@@ -1,0 +1,182 @@
+//! `damda-bench [--runs N]`: times every step's apply on a live box and Back
+//! (a replay) from the last step, over N fresh boxes, and the time from page
+//! load to the first rendered snapshot in headless Chromium. Prints a table;
+//! figures are this machine's, measured now.
+
+use anyhow::{bail, Context};
+use damda::engine::{BoxSession, Engine, EngineConfig};
+use damda::ledger::Ledger;
+use damda::paths::Paths;
+use damda_protocol::StepId;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+fn row(name: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    println!(
+        "{name:<28} {:>9} {:>9} {:>9}   (n={})",
+        ms(percentile(&samples, 0.5)),
+        ms(percentile(&samples, 0.95)),
+        ms(*samples.last().unwrap_or(&Duration::ZERO)),
+        samples.len()
+    );
+}
+
+fn steps(runs: usize) -> anyhow::Result<()> {
+    let paths = Paths::from_env();
+    let ledger = Arc::new(Ledger::create(&paths.ledger())?);
+    let engine = Arc::new(Engine::new(ledger.clone(), EngineConfig::defaults(&paths))?);
+    let order: Vec<StepId> = damda::steps::ORDER.iter().map(|s| s.id()).collect();
+    let mut per_step: BTreeMap<StepId, Vec<Duration>> = BTreeMap::new();
+    let (mut walks, mut backs, mut starts) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let started = Instant::now();
+        let (mut session, _) = BoxSession::start(engine.clone())?;
+        starts.push(started.elapsed());
+        let walk = Instant::now();
+        for step in order.iter().skip(1) {
+            let t = Instant::now();
+            session.goto(*step)?;
+            per_step.entry(*step).or_default().push(t.elapsed());
+        }
+        walks.push(walk.elapsed() + starts[starts.len() - 1]);
+        let t = Instant::now();
+        session.back()?;
+        backs.push(t.elapsed());
+    }
+    println!("== step apply on a live box, ms ({runs} boxes)");
+    println!("{:<28} {:>9} {:>9} {:>9}", "", "p50", "p95", "max");
+    row("start box at host", starts);
+    for (step, samples) in per_step {
+        let label = if step == StepId::User {
+            "user (rebuilds user-first)".to_owned()
+        } else {
+            step.to_string()
+        };
+        row(&label, samples);
+    }
+    row("full walk host..last", walks);
+    row("back from last (replay)", backs);
+    for error in ledger.close().errors {
+        eprintln!("cleanup: {error}");
+    }
+    Ok(())
+}
+
+/// Starts `damda serve` on a free port and returns it with its URL.
+async fn serve(bin: &str) -> anyhow::Result<(tokio::process::Child, String)> {
+    use tokio::io::AsyncBufReadExt;
+    let mut server = tokio::process::Command::new(bin)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {bin}"))?;
+    let stdout = server.stdout.take().context("stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let url = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await??
+        .context("no URL")?;
+    Ok((server, url))
+}
+
+async fn first_snapshot(bin: &str, loads: usize) -> anyhow::Result<()> {
+    let (mut server, url) = serve(bin).await?;
+    let port = 9515 + (std::process::id() % 1000) as u16;
+    let mut driver = tokio::process::Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting chromedriver")?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,800", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--no-first-run"]
+        }),
+    );
+    let client = fantoccini::ClientBuilder::rustls()?
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .context("connecting to chromedriver")?;
+    let mut samples = Vec::new();
+    let outcome: anyhow::Result<()> = async {
+        for _ in 0..loads {
+            client.goto(&url).await?;
+            // A fresh tab each time: no session to resume.
+            client
+                .execute("sessionStorage.clear(); return 0;", vec![])
+                .await?;
+            client.refresh().await?;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let value = client
+                    .execute("return window.__damdaFirstSnapshotMs || null;", vec![])
+                    .await?;
+                if let Some(ms) = value.as_f64() {
+                    samples.push(Duration::from_secs_f64(ms / 1000.0));
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("the page rendered no snapshot within 20 s");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let _ = client.close().await;
+    let _ = driver.kill().await;
+    let _ = nix_term(&mut server).await;
+    outcome?;
+    println!("== page load to first rendered snapshot, headless Chromium, ms");
+    row("first snapshot", samples);
+    Ok(())
+}
+
+/// SIGTERM, so the server destroys its boxes, then wait.
+async fn nix_term(server: &mut tokio::process::Child) -> anyhow::Result<()> {
+    if let Some(pid) = server.id() {
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+    }
+    tokio::time::timeout(Duration::from_secs(10), server.wait()).await??;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut runs = 50;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--runs" => runs = args.next().context("--runs N")?.parse()?,
+            other => bail!("unknown argument {other}; usage: damda-bench [--runs N]"),
+        }
+    }
+    if runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    steps(runs)?;
+    let bin = std::env::var("DAMDA_BIN").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/damda").to_owned()
+    });
+    tokio::runtime::Runtime::new()?.block_on(first_snapshot(&bin, 10.min(runs)))
+}

@@ -1,0 +1,208 @@
+use std::rc::Rc;
+
+use web_sys::{Element, HtmlInputElement};
+use yew::prelude::*;
+
+use damda_protocol::{OutputStream, MAX_COMMAND_BYTES};
+
+use crate::i18n::{error_code_name, Lang};
+use crate::state::{TermChunk, Terminal as TerminalState};
+
+/// Commands worth trying at any step (busybox has them all).
+const SUGGESTIONS: &[&str] = &[
+    "hostname",
+    "id",
+    "ps",
+    "ls /",
+    "cat /proc/self/cgroup",
+    "ip addr",
+    "readlink /proc/self/ns/*",
+];
+
+#[derive(PartialEq, Properties)]
+pub struct TerminalProps {
+    pub lang: Lang,
+    pub terminal: Rc<TerminalState>,
+    /// Whether the page can talk to the box right now.
+    pub ready: bool,
+    pub on_exec: Callback<String>,
+    pub on_interrupt: Callback<()>,
+    pub on_clear: Callback<()>,
+}
+
+/// One command at a time inside the box, its output streamed back.
+#[function_component(Terminal)]
+pub fn terminal(props: &TerminalProps) -> Html {
+    let t = props.lang.t();
+    let input = use_node_ref();
+    let output = use_node_ref();
+    // Earlier commands, for ↑ and ↓, and where in them the input stands.
+    let history = use_mut_ref(Vec::<String>::new);
+    let cursor = use_mut_ref(|| 0usize);
+    let term = &props.terminal;
+    let can_run = props.ready && !term.running && !term.refused;
+
+    // Follow the output as it grows.
+    {
+        let output = output.clone();
+        use_effect_with(term.chars, move |_| {
+            if let Some(element) = output.cast::<Element>() {
+                element.set_scroll_top(element.scroll_height());
+            }
+        });
+    }
+
+    let submit = {
+        let input = input.clone();
+        let history = history.clone();
+        let cursor = cursor.clone();
+        let on_exec = props.on_exec.clone();
+        move || {
+            let Some(field) = input.cast::<HtmlInputElement>() else {
+                return;
+            };
+            let command = field.value();
+            if command.trim().is_empty() || command.len() > MAX_COMMAND_BYTES {
+                return;
+            }
+            let mut past = history.borrow_mut();
+            if past.last() != Some(&command) {
+                past.push(command.clone());
+            }
+            *cursor.borrow_mut() = past.len();
+            field.set_value("");
+            on_exec.emit(command);
+        }
+    };
+    let onsubmit = {
+        let submit = submit.clone();
+        Callback::from(move |e: SubmitEvent| {
+            e.prevent_default();
+            if can_run {
+                submit();
+            }
+        })
+    };
+    let onkeydown = {
+        let on_interrupt = props.on_interrupt.clone();
+        let running = term.running;
+        Callback::from(move |e: KeyboardEvent| {
+            let field: HtmlInputElement = e.target_unchecked_into();
+            match e.key().as_str() {
+                "c" if e.ctrl_key() && running => {
+                    e.prevent_default();
+                    on_interrupt.emit(());
+                }
+                "ArrowUp" | "ArrowDown" => {
+                    let past = history.borrow();
+                    if past.is_empty() {
+                        return;
+                    }
+                    e.prevent_default();
+                    let mut at = cursor.borrow_mut();
+                    if e.key() == "ArrowUp" {
+                        *at = at.saturating_sub(1);
+                    } else {
+                        *at = (*at + 1).min(past.len());
+                    }
+                    field.set_value(past.get(*at).map(String::as_str).unwrap_or(""));
+                }
+                _ => {}
+            }
+        })
+    };
+    let suggest = |command: &'static str| {
+        let input = input.clone();
+        Callback::from(move |_: MouseEvent| {
+            if let Some(field) = input.cast::<HtmlInputElement>() {
+                field.set_value(command);
+                let _ = field.focus();
+            }
+        })
+    };
+
+    let lines = term.chunks.iter().map(|chunk| match chunk {
+        TermChunk::Command(command) => html! {
+            <div class="term-cmd"><span class="term-prompt" aria-hidden="true">{ "# " }</span>{ command }</div>
+        },
+        TermChunk::Output(stream, data) => {
+            let class = match stream {
+                OutputStream::Stdout => "term-stdout",
+                OutputStream::Stderr => "term-stderr",
+            };
+            html! { <span class={class}>{ data }</span> }
+        }
+        TermChunk::Exited { code, signal } => {
+            let text = match (code, signal) {
+                (_, Some(signal)) => format!("[{} {signal}]", t.term_exit_signal),
+                (Some(code), None) => format!("[{} {code}]", t.term_exit_code),
+                (None, None) => format!("[{} ?]", t.term_exit_code),
+            };
+            let ok = *code == Some(0);
+            html! { <div class={classes!("term-exit", (!ok).then_some("is-fail"))}>{ text }</div> }
+        }
+        TermChunk::Refused(code, message) => html! {
+            <div class="term-refused">{ format!("[{}] {message}", error_code_name(*code)) }</div>
+        },
+    });
+
+    let on_interrupt = props.on_interrupt.clone();
+    let on_clear = props.on_clear.clone();
+    html! {
+        <section class="card" id="terminal" aria-labelledby="term-title"
+            data-running={term.running.to_string()}>
+            <header class="card-head">
+                <h2 id="term-title">{ t.term_title }</h2>
+                <button type="button" class="copy-button" onclick={move |_| on_clear.emit(())}>
+                    { t.term_clear }
+                </button>
+            </header>
+            <p class="card-caption">{ t.term_caption }</p>
+            <pre class="term-out" ref={output} aria-live="polite" tabindex="0">
+                if term.chunks.is_empty() {
+                    <span class="term-hint">{ t.term_empty }</span>
+                }
+                { for lines }
+                if term.running {
+                    <div class="term-running"><span class="spinner" aria-hidden="true"></span>{ t.term_running }</div>
+                }
+            </pre>
+            if term.refused {
+                <p class="empty">{ t.term_not_allowed }</p>
+            } else {
+                <form class="term-form" {onsubmit}>
+                    <span class="term-prompt" aria-hidden="true">{ "#" }</span>
+                    <input
+                        id="term-input"
+                        ref={input.clone()}
+                        type="text"
+                        class="term-input"
+                        aria-label={t.term_input}
+                        placeholder={t.term_input}
+                        autocomplete="off"
+                        autocapitalize="off"
+                        spellcheck="false"
+                        maxlength={MAX_COMMAND_BYTES.to_string()}
+                        disabled={!props.ready}
+                        {onkeydown}
+                    />
+                    <button type="submit" class="btn btn-primary btn-small" disabled={!can_run}>
+                        { t.term_run }
+                    </button>
+                    <button type="button" class="btn btn-small" disabled={!term.running}
+                        title="SIGINT" onclick={move |_| on_interrupt.emit(())}>
+                        { t.term_interrupt }
+                    </button>
+                </form>
+                <p class="term-try">
+                    <span>{ t.term_try }</span>
+                    for command in SUGGESTIONS.iter().copied() {
+                        <button type="button" class="chip" onclick={suggest(command)}>
+                            <code>{ command }</code>
+                        </button>
+                    }
+                </p>
+            }
+        </section>
+    }
+}
