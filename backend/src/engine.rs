@@ -52,6 +52,8 @@ pub struct EngineConfig {
     pub boxes: PathBuf,
     pub hostname: String,
     pub ids: IdMap,
+    /// The damda binary boxes are run from.
+    pub helper_binary: PathBuf,
 }
 
 impl EngineConfig {
@@ -67,6 +69,7 @@ impl EngineConfig {
                 outside: 100_000,
                 count: 65_536,
             },
+            helper_binary: PathBuf::from("/proc/self/exe"),
         }
     }
 }
@@ -80,7 +83,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(ledger: Arc<Ledger>, config: EngineConfig) -> Result<Self, EngineError> {
         Ok(Engine {
-            exe: HelperExe::seal_current()?,
+            exe: HelperExe::seal(&config.helper_binary)?,
             ledger,
             config,
         })
@@ -98,7 +101,13 @@ impl Engine {
     /// A command that performs the chroot escape inside the box.
     pub fn escape_command(&self, pid: u32) -> std::process::Command {
         let pid = pid.to_string();
-        self.exe.command(&[crate::helper::enter::ESCAPE_ARG, &pid], 2)
+        self.exe
+            .command(&[crate::helper::enter::ESCAPE_ARG, &pid], 2)
+    }
+
+    /// Spawns a prepared command from the thread helpers are forked from.
+    pub fn spawn(&self, command: std::process::Command) -> std::io::Result<std::process::Child> {
+        self.exe.spawn(command)
     }
 }
 
@@ -353,7 +362,10 @@ impl BoxSession {
             rebuilt,
             box_process,
             host_process,
-            commands: commands.into_iter().map(|shell| Command { shell }).collect(),
+            commands: commands
+                .into_iter()
+                .map(|shell| Command { shell })
+                .collect(),
             syscalls: syscalls.into_iter().map(|call| Syscall { call }).collect(),
             links,
             tree: ProcessTree {
@@ -384,9 +396,10 @@ impl BoxSession {
     }
 
     /// Applies the next available step to the live box.
-    pub fn next(&mut self) -> Result<Vec<Snapshot>, EngineError> {
-        let step = steps::next_after(self.current())
-            .ok_or(EngineError::NoSuchMove("already at the last available step"))?;
+    pub fn step_forward(&mut self) -> Result<Vec<Snapshot>, EngineError> {
+        let step = steps::next_after(self.current()).ok_or(EngineError::NoSuchMove(
+            "already at the last available step",
+        ))?;
         self.forward(step)
     }
 

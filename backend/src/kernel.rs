@@ -8,9 +8,9 @@
 
 use damda_protocol::StepError;
 use nix::errno::Errno;
+use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use std::cell::RefCell;
-use nix::mount::MsFlags;
 use std::path::{Path, PathBuf};
 
 /// A system call the kernel refused.
@@ -90,7 +90,11 @@ impl Mount {
             quoted(&self.source),
             self.target,
             self.fstype.map_or("NULL".into(), |t| format!("{t:?}")),
-            if flags.is_empty() { "0".into() } else { flags.join("|") }
+            if flags.is_empty() {
+                "0".into()
+            } else {
+                flags.join("|")
+            }
         )
     }
 }
@@ -105,7 +109,10 @@ pub fn clone_flag_names(flags: CloneFlags) -> String {
         (CloneFlags::CLONE_NEWNET, "CLONE_NEWNET"),
         (CloneFlags::CLONE_NEWUSER, "CLONE_NEWUSER"),
         (CloneFlags::CLONE_NEWCGROUP, "CLONE_NEWCGROUP"),
-        (CloneFlags::from_bits_retain(libc::CLONE_NEWTIME), "CLONE_NEWTIME"),
+        (
+            CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+            "CLONE_NEWTIME",
+        ),
     ];
     let names: Vec<&str> = NAMES
         .iter()
@@ -210,13 +217,18 @@ impl Kernel for LiveKernel {
                 if ppid != parent && ppid.as_raw() != 0 {
                     std::process::exit(1);
                 }
-                self.log.borrow_mut().push(format!("{DESCRIBE_FORK} = child"));
+                self.log
+                    .borrow_mut()
+                    .push(format!("{DESCRIBE_FORK} = child"));
                 Ok(())
             }
         }
     }
     fn setgroups(&self, groups: &[u32]) -> Result<(), SysError> {
-        let gids: Vec<nix::unistd::Gid> = groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
+        let gids: Vec<nix::unistd::Gid> = groups
+            .iter()
+            .map(|g| nix::unistd::Gid::from_raw(*g))
+            .collect();
         self.logged(describe_setgroups(groups), nix::unistd::setgroups(&gids))
     }
     fn setresgid(&self, gid: u32) -> Result<(), SysError> {
@@ -281,7 +293,10 @@ impl Kernel for RecordingKernel {
         self.record(Call::Unshare(flags), describe_unshare(flags))
     }
     fn sethostname(&self, name: &str) -> Result<(), SysError> {
-        self.record(Call::Sethostname(name.to_owned()), describe_sethostname(name))
+        self.record(
+            Call::Sethostname(name.to_owned()),
+            describe_sethostname(name),
+        )
     }
     fn mount(&self, mount: &Mount) -> Result<(), SysError> {
         self.record(Call::Mount(mount.clone()), mount.describe())
@@ -320,7 +335,9 @@ mod tests {
         assert_eq!(err.errno, 2);
         assert_eq!(err.errno_name, "ENOENT");
         let step = err.to_step_error();
-        assert!(step.message.contains("chroot(\"/nope\") failed: ENOENT (2)"));
+        assert!(step
+            .message
+            .contains("chroot(\"/nope\") failed: ENOENT (2)"));
     }
 
     #[test]
@@ -341,7 +358,10 @@ mod tests {
             fstype: None,
             flags: MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         };
-        assert_eq!(private.describe(), r#"mount(NULL, "/", NULL, MS_REC|MS_PRIVATE)"#);
+        assert_eq!(
+            private.describe(),
+            r#"mount(NULL, "/", NULL, MS_REC|MS_PRIVATE)"#
+        );
     }
 
     #[test]

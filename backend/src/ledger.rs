@@ -66,11 +66,13 @@ impl Entry {
                 Err(err) => Err(format!("rm -r {}: {err}", path.display())),
             },
             // Detached, so a busy mount goes as soon as its last user does.
-            Entry::Mount { path } => match nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
-                Ok(()) => Ok(true),
-                Err(Errno::EINVAL | Errno::ENOENT) => Ok(false),
-                Err(errno) => Err(format!("umount2({}, MNT_DETACH): {errno}", path.display())),
-            },
+            Entry::Mount { path } => {
+                match nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
+                    Ok(()) => Ok(true),
+                    Err(Errno::EINVAL | Errno::ENOENT) => Ok(false),
+                    Err(errno) => Err(format!("umount2({}, MNT_DETACH): {errno}", path.display())),
+                }
+            }
             Entry::Queue { name } => match crate::mqueue::unlink(name) {
                 Ok(()) => Ok(true),
                 Err(Errno::ENOENT) => Ok(false),
@@ -165,6 +167,14 @@ impl Ledger {
         self.write(&entries)
     }
 
+    /// What is recorded now.
+    pub fn recorded(&self) -> Vec<Entry> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Removes these objects now (last recorded first) and forgets them.
     pub fn release(&self, entries: &[Entry]) -> SweepReport {
         let mut report = SweepReport::default();
@@ -219,13 +229,18 @@ pub fn sweep_dead_owners(dir: &Path) -> SweepReport {
         let path = file.path();
         match fs::read(&path)
             .map_err(|e| e.to_string())
-            .and_then(|bytes| serde_json::from_slice::<Vec<Entry>>(&bytes).map_err(|e| e.to_string()))
-        {
+            .and_then(|bytes| {
+                serde_json::from_slice::<Vec<Entry>>(&bytes).map_err(|e| e.to_string())
+            }) {
             Ok(entries) => report.absorb(&entries),
-            Err(err) => report.errors.push(format!("reading {}: {err}", path.display())),
+            Err(err) => report
+                .errors
+                .push(format!("reading {}: {err}", path.display())),
         }
         if let Err(err) = fs::remove_file(&path) {
-            report.errors.push(format!("removing {}: {err}", path.display()));
+            report
+                .errors
+                .push(format!("removing {}: {err}", path.display()));
         }
     }
     report

@@ -54,8 +54,12 @@ pub fn step_infos() -> Vec<StepInfo> {
         .into_iter()
         .map(|id| StepInfo {
             id,
-            title_ko: source("ko", id.as_str()).map(title_of).unwrap_or_else(|| id.to_string()),
-            title_en: source("en", id.as_str()).map(title_of).unwrap_or_else(|| id.to_string()),
+            title_ko: source("ko", id.as_str())
+                .map(title_of)
+                .unwrap_or_else(|| id.to_string()),
+            title_en: source("en", id.as_str())
+                .map(title_of)
+                .unwrap_or_else(|| id.to_string()),
             available: crate::steps::is_available(id),
         })
         .collect()
@@ -97,8 +101,15 @@ mod tests {
 
     #[test]
     fn uts_title_is_korean_first() {
-        let uts = step_infos().into_iter().find(|i| i.id == StepId::Uts).unwrap();
-        assert!(uts.title_ko.contains("UTS 네임스페이스"), "{}", uts.title_ko);
+        let uts = step_infos()
+            .into_iter()
+            .find(|i| i.id == StepId::Uts)
+            .unwrap();
+        assert!(
+            uts.title_ko.contains("UTS 네임스페이스"),
+            "{}",
+            uts.title_ko
+        );
     }
 
     #[test]

@@ -11,7 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "damda", version, about = "담다 — build a real container one kernel primitive at a time")]
+#[command(
+    name = "damda",
+    version,
+    about = "담다 — build a real container one kernel primitive at a time"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Commands,
@@ -82,7 +86,10 @@ fn sweep_at_start(paths: &Paths) {
     }
 }
 
-fn engine(paths: &Paths, rootfs: Option<std::path::PathBuf>) -> anyhow::Result<(Arc<Engine>, Arc<Ledger>)> {
+fn engine(
+    paths: &Paths,
+    rootfs: Option<std::path::PathBuf>,
+) -> anyhow::Result<(Arc<Engine>, Arc<Ledger>)> {
     sweep_at_start(paths);
     let ledger = Arc::new(Ledger::create(&paths.ledger())?);
     let mut config = EngineConfig::defaults(paths);
@@ -114,8 +121,7 @@ fn main() -> anyhow::Result<()> {
     }
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -169,7 +175,13 @@ fn main() -> anyhow::Result<()> {
             let findings = damda::cli::doctor::diagnose(&paths);
             let mut missing = false;
             for f in &findings {
-                let mark = if f.ok { "ok  " } else if f.required { "FAIL" } else { "warn" };
+                let mark = if f.ok {
+                    "ok  "
+                } else if f.required {
+                    "FAIL"
+                } else {
+                    "warn"
+                };
                 println!("[{mark}] {:<24} {}", f.what, f.detail);
                 missing |= f.required && !f.ok;
             }
@@ -198,8 +210,16 @@ fn main() -> anyhow::Result<()> {
             for error in &report.errors {
                 eprintln!("could not remove: {error}");
             }
-            println!("swept: {} removed, {} errors", report.removed.len(), report.errors.len());
-            if report.errors.is_empty() { Ok(()) } else { bail!("sweep incomplete") }
+            println!(
+                "swept: {} removed, {} errors",
+                report.removed.len(),
+                report.errors.len()
+            );
+            if report.errors.is_empty() {
+                Ok(())
+            } else {
+                bail!("sweep incomplete")
+            }
         }
         Commands::Prepare => {
             let rootfs = paths.rootfs();

@@ -91,7 +91,10 @@ fn applets(busybox: &Path) -> Result<Vec<String>, RootfsError> {
 fn check_static(busybox: &Path) -> Result<(), RootfsError> {
     let bytes = fs::read(busybox).map_err(io("reading", busybox))?;
     // PT_INTERP names the dynamic loader; a static binary has none.
-    if bytes.windows(b"/lib64/ld-linux".len()).any(|w| w == b"/lib64/ld-linux") {
+    if bytes
+        .windows(b"/lib64/ld-linux".len())
+        .any(|w| w == b"/lib64/ld-linux")
+    {
         return Err(RootfsError::NotStatic {
             path: busybox.to_owned(),
             reason: "it names a dynamic loader; install busybox-static".into(),
@@ -153,17 +156,6 @@ pub fn prepare(rootfs: &Path) -> Result<bool, RootfsError> {
     Ok(true)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn links_point_back_to_bin_busybox() {
-        assert_eq!(busybox_target("bin/sh"), "../bin/busybox");
-        assert_eq!(busybox_target("usr/bin/env"), "../../bin/busybox");
-    }
-}
-
 /// Copies a directory tree: directories, regular files and symlinks, with
 /// their modes. (The rootfs holds nothing else.)
 pub fn copy_tree(from: &Path, to: &Path) -> Result<(), RootfsError> {
@@ -198,4 +190,15 @@ pub fn shift_owner(path: &Path, offset: u32) -> Result<(), RootfsError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_point_back_to_bin_busybox() {
+        assert_eq!(busybox_target("bin/sh"), "../bin/busybox");
+        assert_eq!(busybox_target("usr/bin/env"), "../../bin/busybox");
+    }
 }

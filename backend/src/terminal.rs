@@ -46,6 +46,8 @@ async fn pump(
 ) {
     use std::sync::atomic::Ordering;
     let mut buf = vec![0u8; 4096];
+    // Bytes of a UTF-8 character split across two reads wait for the rest.
+    let mut pending: Vec<u8> = Vec::new();
     while let Ok(n) = from.read(&mut buf).await {
         if n == 0 {
             break;
@@ -54,8 +56,21 @@ async fn pump(
         if left == 0 {
             continue; // keep draining so the command does not block
         }
-        let data = String::from_utf8_lossy(&buf[..n.min(left)]).into_owned();
-        if out.send(ServerMessage::Output { stream, data }).await.is_err() {
+        pending.extend_from_slice(&buf[..n.min(left)]);
+        let complete = match std::str::from_utf8(&pending) {
+            Ok(_) => pending.len(),
+            Err(err) if err.error_len().is_none() => err.valid_up_to(),
+            Err(_) => pending.len(),
+        };
+        let rest = pending.split_off(complete);
+        let data = String::from_utf8_lossy(&pending).into_owned();
+        pending = rest;
+        if !data.is_empty()
+            && out
+                .send(ServerMessage::Output { stream, data })
+                .await
+                .is_err()
+        {
             break;
         }
     }

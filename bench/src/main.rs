@@ -32,10 +32,12 @@ fn row(name: &str, mut samples: Vec<Duration>) {
     );
 }
 
-fn steps(runs: usize) -> anyhow::Result<()> {
+fn steps(runs: usize, bin: &str) -> anyhow::Result<()> {
     let paths = Paths::from_env();
     let ledger = Arc::new(Ledger::create(&paths.ledger())?);
-    let engine = Arc::new(Engine::new(ledger.clone(), EngineConfig::defaults(&paths))?);
+    let mut config = EngineConfig::defaults(&paths);
+    config.helper_binary = bin.into();
+    let engine = Arc::new(Engine::new(ledger.clone(), config)?);
     let order: Vec<StepId> = damda::steps::ORDER.iter().map(|s| s.id()).collect();
     let mut per_step: BTreeMap<StepId, Vec<Duration>> = BTreeMap::new();
     let (mut walks, mut backs, mut starts) = (Vec::new(), Vec::new(), Vec::new());
@@ -174,9 +176,9 @@ fn main() -> anyhow::Result<()> {
     if runs == 0 {
         bail!("--runs must be at least 1");
     }
-    steps(runs)?;
     let bin = std::env::var("DAMDA_BIN").unwrap_or_else(|_| {
         concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/damda").to_owned()
     });
+    steps(runs, &bin)?;
     tokio::runtime::Runtime::new()?.block_on(first_snapshot(&bin, 10.min(runs)))
 }

@@ -34,7 +34,10 @@ fn on_path(tool: &str) -> Option<String> {
 /// The cgroup layout: v2 only, v1 (possibly hybrid with an empty v2), or none.
 pub fn cgroup_layout() -> String {
     let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let v1 = mounts.lines().filter(|l| l.split_whitespace().nth(2) == Some("cgroup")).count();
+    let v1 = mounts
+        .lines()
+        .filter(|l| l.split_whitespace().nth(2) == Some("cgroup"))
+        .count();
     let v2 = mounts
         .lines()
         .filter(|l| l.split_whitespace().nth(2) == Some("cgroup2"))
@@ -69,7 +72,11 @@ pub fn diagnose(paths: &Paths) -> Vec<Finding> {
             present,
             true,
             &format!("{ns} namespace"),
-            if present { "supported".into() } else { "this kernel lacks it".into() },
+            if present {
+                "supported".into()
+            } else {
+                "this kernel lacks it".into()
+            },
         ));
     }
     let max_user = fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
@@ -86,7 +93,11 @@ pub fn diagnose(paths: &Paths) -> Vec<Finding> {
         overlay,
         false,
         "overlayfs",
-        if overlay { "available".into() } else { "not in /proc/filesystems (modprobe overlay)".into() },
+        if overlay {
+            "available".into()
+        } else {
+            "not in /proc/filesystems (modprobe overlay)".into()
+        },
     ));
     findings.push(finding(true, false, "cgroups", cgroup_layout()));
     let rootfs = paths.rootfs().join("bin/busybox");
@@ -97,7 +108,10 @@ pub fn diagnose(paths: &Paths) -> Vec<Finding> {
         if rootfs.exists() {
             paths.rootfs().display().to_string()
         } else {
-            format!("{} missing: run scripts/setup.sh (or `damda prepare`)", rootfs.display())
+            format!(
+                "{} missing: run scripts/setup.sh (or `damda prepare`)",
+                rootfs.display()
+            )
         },
     ));
     let page = paths.web.join("index.html");
@@ -108,7 +122,10 @@ pub fn diagnose(paths: &Paths) -> Vec<Finding> {
         if page.exists() {
             paths.web.display().to_string()
         } else {
-            format!("{} missing: run scripts/setup.sh (trunk build)", page.display())
+            format!(
+                "{} missing: run scripts/setup.sh (trunk build)",
+                page.display()
+            )
         },
     ));
     for (tool, why) in [
@@ -126,7 +143,9 @@ pub fn diagnose(paths: &Paths) -> Vec<Finding> {
             found.is_some(),
             false,
             tool,
-            found.unwrap_or_else(|| format!("not found; needed for {why} (scripts/setup.sh installs it)")),
+            found.unwrap_or_else(|| {
+                format!("not found; needed for {why} (scripts/setup.sh installs it)")
+            }),
         ));
     }
     findings

@@ -53,7 +53,9 @@ fn cgroups(dir: &Path, depth: usize, found: &mut Vec<String>) {
         return;
     }
     for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-        let Ok(kind) = entry.file_type() else { continue };
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
         if !kind.is_dir() {
             continue;
         }

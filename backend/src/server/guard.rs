@@ -79,7 +79,11 @@ impl Allowlist {
 }
 
 fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// `token` from a query string or a `damda_token` cookie header.
@@ -106,7 +110,12 @@ mod tests {
     #[test]
     fn loopback_names_with_the_port_pass() {
         let list = loopback();
-        for host in ["127.0.0.1:4780", "localhost:4780", "[::1]:4780", "LOCALHOST:4780"] {
+        for host in [
+            "127.0.0.1:4780",
+            "localhost:4780",
+            "[::1]:4780",
+            "LOCALHOST:4780",
+        ] {
             assert_eq!(list.check(Some(host), None, &[]), Ok(()), "{host}");
         }
         assert_eq!(
@@ -148,7 +157,10 @@ mod tests {
             list.check(Some("class.local:4780"), None, &[]),
             Err(GuardError::MissingToken)
         );
-        assert_eq!(list.check(Some("class.local:4780"), None, &["s3cret"]), Ok(()));
+        assert_eq!(
+            list.check(Some("class.local:4780"), None, &["s3cret"]),
+            Ok(())
+        );
         assert_eq!(
             list.check(Some("class.local:4780"), None, &["wrong"]),
             Err(GuardError::MissingToken)

@@ -104,8 +104,7 @@ async fn websocket(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> 
         .max_write_buffer_size(WS_MAX_WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
             let (writer, reader) = socket.split();
-            session::serve_connection(state.registry, state.terminal_allowed, writer, reader)
-                .await;
+            session::serve_connection(state.registry, state.terminal_allowed, writer, reader).await;
         })
 }
 
@@ -172,7 +171,12 @@ pub async fn serve(engine: Arc<Engine>, options: ServeOptions) -> anyhow::Result
     let allowlist = Allowlist::new(addr, &options.allow_hosts, options.token.clone());
     let registry = Arc::new(Registry::new(engine, options.max_boxes, options.grace));
     let terminal_allowed = addr.ip().is_loopback();
-    let app = router(registry.clone(), allowlist, options.web_dir, terminal_allowed);
+    let app = router(
+        registry.clone(),
+        allowlist,
+        options.web_dir,
+        terminal_allowed,
+    );
 
     let shown = if addr.ip().is_unspecified() {
         SocketAddr::new([127, 0, 0, 1].into(), addr.port())

@@ -5,8 +5,8 @@
 
 use super::registry::{Registry, RegistryError, SharedBox};
 use crate::engine::EngineError;
-use axum::extract::ws::Message;
 use crate::terminal::{self, Running};
+use axum::extract::ws::Message;
 use damda_protocol::{
     ClientMessage, ErrorCode, ServerMessage, Snapshot, StepId, MAX_CLIENT_MESSAGE_BYTES,
     MAX_COMMAND_BYTES,
@@ -133,7 +133,7 @@ impl Connection {
     async fn handle(&mut self, request: ClientMessage) {
         match request {
             ClientMessage::Next => {
-                let outcome = with_box(&self.session, |b| b.next()).await;
+                let outcome = with_box(&self.session, |b| b.step_forward()).await;
                 self.send_outcome(outcome).await;
             }
             ClientMessage::Back => {
@@ -161,7 +161,10 @@ impl Connection {
             ClientMessage::Escape => self.exec(None).await,
             ClientMessage::Interrupt => match &self.running {
                 Some(running) if !running.is_finished() => running.interrupt(),
-                _ => self.send(error(ErrorCode::NoCommand, "no command is running")).await,
+                _ => {
+                    self.send(error(ErrorCode::NoCommand, "no command is running"))
+                        .await
+                }
             },
         }
     }
@@ -202,8 +205,11 @@ impl Connection {
         match terminal::start(prepared, self.outbox.clone()) {
             Ok(running) => self.running = Some(running),
             Err(err) => {
-                self.send(error(ErrorCode::BoxFailed, format!("starting the command: {err}")))
-                    .await
+                self.send(error(
+                    ErrorCode::BoxFailed,
+                    format!("starting the command: {err}"),
+                ))
+                .await
             }
         }
     }
@@ -324,7 +330,10 @@ mod tests {
 
     #[test]
     fn well_formed_requests_parse() {
-        assert_eq!(parse_request(r#"{"type":"next"}"#).unwrap(), ClientMessage::Next);
+        assert_eq!(
+            parse_request(r#"{"type":"next"}"#).unwrap(),
+            ClientMessage::Next
+        );
         assert_eq!(
             parse_request(r#"{"type":"goto","step":"uts"}"#).unwrap(),
             ClientMessage::Goto { step: StepId::Uts }
@@ -333,7 +342,10 @@ mod tests {
 
     #[test]
     fn bad_requests_get_their_own_codes() {
-        assert_eq!(code_of(parse_request("{not json").unwrap_err()), ErrorCode::BadMessage);
+        assert_eq!(
+            code_of(parse_request("{not json").unwrap_err()),
+            ErrorCode::BadMessage
+        );
         assert_eq!(
             code_of(parse_request(r#"{"type":"fly"}"#).unwrap_err()),
             ErrorCode::BadMessage
@@ -342,7 +354,13 @@ mod tests {
             code_of(parse_request(r#"{"type":"goto","step":"vm"}"#).unwrap_err()),
             ErrorCode::UnknownStep
         );
-        let huge = format!(r#"{{"type":"next","pad":"{}"}}"#, "x".repeat(MAX_CLIENT_MESSAGE_BYTES));
-        assert_eq!(code_of(parse_request(&huge).unwrap_err()), ErrorCode::TooLarge);
+        let huge = format!(
+            r#"{{"type":"next","pad":"{}"}}"#,
+            "x".repeat(MAX_CLIENT_MESSAGE_BYTES)
+        );
+        assert_eq!(
+            code_of(parse_request(&huge).unwrap_err()),
+            ErrorCode::TooLarge
+        );
     }
 }

@@ -74,7 +74,9 @@ mod tests {
         let spec = super::super::test_spec();
         Chroot.apply(&kernel, &spec, Phase::Early).unwrap();
         let calls = kernel.calls.borrow();
-        assert!(matches!(&calls[0], Call::Mount(m) if m.flags == MsFlags::MS_BIND && m.target == spec.root));
+        assert!(
+            matches!(&calls[0], Call::Mount(m) if m.flags == MsFlags::MS_BIND && m.target == spec.root)
+        );
         assert!(matches!(&calls[1], Call::Mount(m) if m.target == spec.root.join("proc")));
         assert_eq!(
             calls[2..],

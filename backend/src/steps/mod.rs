@@ -163,6 +163,18 @@ pub(crate) fn test_spec() -> BoxSpec {
     }
 }
 
+/// The whole of a step that only unshares: done in the early phase.
+fn unshare_early(
+    kernel: &dyn Kernel,
+    phase: Phase,
+    flags: nix::sched::CloneFlags,
+) -> Result<(), SysError> {
+    match phase {
+        Phase::Early => kernel.unshare(flags),
+        Phase::Late => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,7 +203,11 @@ mod tests {
     #[test]
     fn every_step_offers_commands() {
         for step in ORDER {
-            assert!(!step.commands(&test_spec(), 4242).is_empty(), "{}", step.id());
+            assert!(
+                !step.commands(&test_spec(), 4242).is_empty(),
+                "{}",
+                step.id()
+            );
         }
     }
 
@@ -213,8 +229,14 @@ mod tests {
             ]
         );
         // /proc is mounted after the PID namespace's fork.
-        let fork = plan.iter().position(|p| *p == (StepId::Pid, Phase::Early)).unwrap();
-        let proc_mount = plan.iter().position(|p| *p == (StepId::Mnt, Phase::Late)).unwrap();
+        let fork = plan
+            .iter()
+            .position(|p| *p == (StepId::Pid, Phase::Early))
+            .unwrap();
+        let proc_mount = plan
+            .iter()
+            .position(|p| *p == (StepId::Mnt, Phase::Late))
+            .unwrap();
         assert!(fork < proc_mount);
         assert_eq!(plan.iter().filter(|(s, _)| *s == StepId::User).count(), 2);
     }
@@ -237,17 +259,5 @@ mod tests {
             })
             .collect();
         assert_eq!(unshares.len(), 7, "{unshares:?}");
-    }
-}
-
-/// The whole of a step that only unshares: done in the early phase.
-fn unshare_early(
-    kernel: &dyn Kernel,
-    phase: Phase,
-    flags: nix::sched::CloneFlags,
-) -> Result<(), SysError> {
-    match phase {
-        Phase::Early => kernel.unshare(flags),
-        Phase::Late => Ok(()),
     }
 }
