@@ -146,12 +146,14 @@ impl Ledger {
         Ok(ledger)
     }
 
+    /// Replaces the file atomically (write, then rename). Not fsynced: the
+    /// ledger guards against a dead process, whose writes the kernel keeps;
+    /// after a power loss the processes, mounts and queues are gone anyway.
     fn write(&self, entries: &[Entry]) -> Result<(), LedgerError> {
         let tmp = self.path.with_extension("tmp");
         let mut file = fs::File::create(&tmp).map_err(io_error("creating", &tmp))?;
         let json = serde_json::to_vec_pretty(entries).expect("entries serialise");
         file.write_all(&json).map_err(io_error("writing", &tmp))?;
-        file.sync_all().map_err(io_error("syncing", &tmp))?;
         fs::rename(&tmp, &self.path).map_err(io_error("renaming", &self.path))
     }
 

@@ -9,19 +9,19 @@ fn c_name(name: &str) -> Result<CString, Errno> {
     CString::new(name).map_err(|_| Errno::EINVAL)
 }
 
-/// Creates an empty queue readable and writable by its owner.
+/// Creates an empty queue readable and writable by its owner. It is made as
+/// small as the kernel allows (one 64-byte message): queues are charged to
+/// the owner's RLIMIT_MSGQUEUE (800 KiB for root by default), and the default
+/// size (10 × 8 KiB) would allow only about ten boxes.
 pub fn create(name: &str) -> Result<(), Errno> {
     let name = c_name(name)?;
     let flags = libc::O_CREAT | libc::O_EXCL | libc::O_RDONLY | libc::O_CLOEXEC;
-    // SAFETY: a valid C string; a null attr asks for the defaults.
-    let queue = unsafe {
-        libc::mq_open(
-            name.as_ptr(),
-            flags,
-            0o600 as libc::mode_t,
-            std::ptr::null_mut::<libc::mq_attr>(),
-        )
-    };
+    // SAFETY: mq_attr is plain data; zero is valid for the unused fields.
+    let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
+    attr.mq_maxmsg = 1;
+    attr.mq_msgsize = 64;
+    // SAFETY: a valid C string and a valid mq_attr.
+    let queue = unsafe { libc::mq_open(name.as_ptr(), flags, 0o600 as libc::mode_t, &mut attr) };
     if queue < 0 {
         return Err(Errno::last());
     }
