@@ -92,7 +92,12 @@ pub struct UnknownStep(pub String);
 impl fmt::Display for UnknownStep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let known: Vec<&str> = StepId::ALL.iter().map(|s| s.as_str()).collect();
-        write!(f, "unknown step {:?}; steps are {}", self.0, known.join(", "))
+        write!(
+            f,
+            "unknown step {:?}; steps are {}",
+            self.0,
+            known.join(", ")
+        )
     }
 }
 
@@ -453,12 +458,19 @@ pub enum ErrorCode {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ServerMessage {
     /// Sent first on every connection: the id to keep for `resume`.
-    Session { id: String },
+    Session {
+        id: String,
+    },
     Snapshot(Box<Snapshot>),
     /// Work that takes a while (a replay) has started.
-    Busy { message: String },
+    Busy {
+        message: String,
+    },
     /// A chunk of the running command's output.
-    Output { stream: OutputStream, data: String },
+    Output {
+        stream: OutputStream,
+        data: String,
+    },
     /// The command ended: its exit code, or the signal that ended it.
     Exited {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -523,13 +535,7 @@ mod tests {
     #[test]
     fn namespaces_serialise_all_eight_with_host_and_box() {
         let mut ns = Namespaces::default();
-        ns.set(
-            NsKind::Uts,
-            NsPair {
-                host: 1,
-                boxed: 2,
-            },
-        );
+        ns.set(NsKind::Uts, NsPair { host: 1, boxed: 2 });
         let value: serde_json::Value = serde_json::to_value(ns).unwrap();
         for kind in NsKind::ALL {
             let pair = &value[kind.proc_name()];
