@@ -131,7 +131,14 @@ impl LiveBox {
     fn start(engine: &Engine, user_first: bool) -> Result<Self, EngineError> {
         let id = random_id();
         let dir = engine.config.boxes.join(format!("damda-{id}"));
-        let root = dir.join("root");
+        // A rootfs that is not there is not copied: the box points at it, and
+        // the `chroot` step fails with the kernel's own ENOENT.
+        let source_missing = !engine.config.rootfs.exists();
+        let root = if source_missing {
+            engine.config.rootfs.clone()
+        } else {
+            dir.join("root")
+        };
         let mut live = LiveBox {
             helper: None,
             spec: BoxSpec {
@@ -143,15 +150,17 @@ impl LiveBox {
             owned: Vec::new(),
             ledger: engine.ledger.clone(),
         };
-        live.own(Entry::Directory { path: dir.clone() })?;
-        std::fs::create_dir_all(&engine.config.boxes).map_err(RootfsError::from_io(&dir))?;
-        std::fs::create_dir(&dir).map_err(RootfsError::from_io(&dir))?;
-        rootfs::copy_tree(&engine.config.rootfs, &root)?;
-        if user_first {
-            rootfs::shift_owner(&root, engine.config.ids.outside)?;
+        if !source_missing {
+            live.own(Entry::Directory { path: dir.clone() })?;
+            std::fs::create_dir_all(&engine.config.boxes).map_err(RootfsError::from_io(&dir))?;
+            std::fs::create_dir(&dir).map_err(RootfsError::from_io(&dir))?;
+            rootfs::copy_tree(&engine.config.rootfs, &root)?;
+            if user_first {
+                rootfs::shift_owner(&root, engine.config.ids.outside)?;
+            }
+            // The chroot step bind-mounts the root on the host (lesson order).
+            live.own(Entry::Mount { path: root })?;
         }
-        // The chroot step bind-mounts the root on the host (lesson order).
-        live.own(Entry::Mount { path: root })?;
         live.own(Entry::Queue {
             name: live.queue.clone(),
         })?;
