@@ -38,10 +38,10 @@ impl Drop for Running {
     }
 }
 
-async fn pump(
+async fn pump<T: From<ServerMessage>>(
     mut from: impl tokio::io::AsyncRead + Unpin,
     stream: OutputStream,
-    out: mpsc::Sender<ServerMessage>,
+    out: mpsc::Sender<T>,
     budget: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
     use std::sync::atomic::Ordering;
@@ -65,21 +65,22 @@ async fn pump(
         let rest = pending.split_off(complete);
         let data = String::from_utf8_lossy(&pending).into_owned();
         pending = rest;
-        if !data.is_empty()
-            && out
-                .send(ServerMessage::Output { stream, data })
-                .await
-                .is_err()
-        {
+        let chunk = ServerMessage::Output { stream, data };
+        if !is_empty_chunk(&chunk) && out.send(chunk.into()).await.is_err() {
             break;
         }
     }
 }
 
-/// Starts `command` (a prepared `__box-enter` command) and streams it.
-pub fn start(
+fn is_empty_chunk(chunk: &ServerMessage) -> bool {
+    matches!(chunk, ServerMessage::Output { data, .. } if data.is_empty())
+}
+
+/// Starts `command` (a prepared `__box-enter` command) and streams it as
+/// messages into `out`.
+pub fn start<T: From<ServerMessage> + Send + 'static>(
     command: std::process::Command,
-    out: mpsc::Sender<ServerMessage>,
+    out: mpsc::Sender<T>,
 ) -> std::io::Result<Running> {
     let mut command = tokio::process::Command::from(command);
     command
@@ -109,28 +110,37 @@ pub fn start(
                 let _ = killpg(group, Signal::SIGKILL);
                 let note = format!("\n[damda: stopped after {} s]\n", TIME_LIMIT.as_secs());
                 let _ = out
-                    .send(ServerMessage::Output {
-                        stream: OutputStream::Stderr,
-                        data: note,
-                    })
+                    .send(
+                        ServerMessage::Output {
+                            stream: OutputStream::Stderr,
+                            data: note,
+                        }
+                        .into(),
+                    )
                     .await;
                 child.wait().await.unwrap_or_default()
             }
         };
         if budget.load(std::sync::atomic::Ordering::Relaxed) == 0 {
             let _ = out
-                .send(ServerMessage::Output {
-                    stream: OutputStream::Stderr,
-                    data: format!("\n[damda: output cut at {} KiB]\n", OUTPUT_LIMIT / 1024),
-                })
+                .send(
+                    ServerMessage::Output {
+                        stream: OutputStream::Stderr,
+                        data: format!("\n[damda: output cut at {} KiB]\n", OUTPUT_LIMIT / 1024),
+                    }
+                    .into(),
+                )
                 .await;
         }
         use std::os::unix::process::ExitStatusExt;
         let _ = out
-            .send(ServerMessage::Exited {
-                code: status.code(),
-                signal: status.signal(),
-            })
+            .send(
+                ServerMessage::Exited {
+                    code: status.code(),
+                    signal: status.signal(),
+                }
+                .into(),
+            )
             .await;
     });
     Ok(Running { group, task })

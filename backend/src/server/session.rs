@@ -72,12 +72,24 @@ pub fn parse_request(text: &str) -> Result<ClientMessage, ServerMessage> {
     })
 }
 
+/// What the writing task sends: protocol messages, or the closing frame.
+enum Outgoing {
+    Message(ServerMessage),
+    Close { code: u16, reason: String },
+}
+
+impl From<ServerMessage> for Outgoing {
+    fn from(message: ServerMessage) -> Self {
+        Outgoing::Message(message)
+    }
+}
+
 /// The connection's state: which box it drives, and its terminal.
 struct Connection {
     registry: Arc<Registry>,
     id: String,
     session: SharedBox,
-    outbox: mpsc::Sender<ServerMessage>,
+    outbox: mpsc::Sender<Outgoing>,
     terminal_allowed: bool,
     running: Option<Running>,
 }
@@ -105,7 +117,7 @@ pub async fn destroy(boxes: Vec<SharedBox>) {
 
 impl Connection {
     async fn send(&self, message: ServerMessage) {
-        let _ = self.outbox.send(message).await;
+        let _ = self.outbox.send(Outgoing::Message(message)).await;
     }
 
     async fn send_outcome(&self, outcome: Result<Vec<Snapshot>, EngineError>) {
@@ -246,6 +258,7 @@ pub async fn serve_connection<W, R, E>(
 ) where
     W: Sink<Message> + Unpin + Send + 'static,
     R: Stream<Item = Result<Message, E>> + Unpin + Send,
+    E: std::fmt::Display,
 {
     let created = {
         let registry = registry.clone();
@@ -267,11 +280,24 @@ pub async fn serve_connection<W, R, E>(
         }
     };
 
-    let (outbox, mut outgoing) = mpsc::channel::<ServerMessage>(32);
+    let (outbox, mut outgoing) = mpsc::channel::<Outgoing>(32);
     let mut write_task = tokio::spawn(async move {
-        while let Some(message) = outgoing.recv().await {
-            let text = serde_json::to_string(&message).expect("server messages serialise");
-            if writer.send(Message::Text(text.into())).await.is_err() {
+        while let Some(item) = outgoing.recv().await {
+            let frame = match item {
+                Outgoing::Message(message) => {
+                    let text = serde_json::to_string(&message).expect("server messages serialise");
+                    Message::Text(text.into())
+                }
+                Outgoing::Close { code, reason } => {
+                    let close = axum::extract::ws::CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    };
+                    let _ = writer.send(Message::Close(Some(close))).await;
+                    break;
+                }
+            };
+            if writer.send(frame).await.is_err() {
                 break;
             }
         }
@@ -288,8 +314,13 @@ pub async fn serve_connection<W, R, E>(
     connection.send(ServerMessage::Session { id }).await;
     connection.send(snapshot_message(snapshot)).await;
 
+    // Ends with the reason to close, if the page broke the protocol.
     let read_loop = async {
-        while let Some(Ok(frame)) = reader.next().await {
+        while let Some(frame) = reader.next().await {
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(err) => return Some(close_for(&err.to_string())),
+            };
             match frame {
                 Message::Text(text) => match parse_request(text.as_str()) {
                     Ok(request) => connection.handle(request).await,
@@ -303,18 +334,37 @@ pub async fn serve_connection<W, R, E>(
                         ))
                         .await
                 }
-                Message::Close(_) => break,
+                Message::Close(_) => return None,
                 Message::Ping(_) | Message::Pong(_) => {}
             }
         }
+        None
     };
-    tokio::select! {
-        _ = read_loop => {}
-        _ = &mut write_task => {}
+    let broken = tokio::select! {
+        broken = read_loop => broken,
+        _ = &mut write_task => None,
+    };
+    if let Some(close) = broken {
+        // Say why, then drain what the page still sends: dropping a socket
+        // with unread data resets it, and the reset can swallow the close.
+        let _ = connection.outbox.send(close).await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut write_task).await;
+        let drain = async { while let Some(Ok(_)) = reader.next().await {} };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
     }
     write_task.abort();
     drop(connection.running.take());
     registry.detach(&connection.id);
+}
+
+/// The close frame for a read error: 1009 for a message over the limit,
+/// 1002 (protocol error) otherwise.
+fn close_for(reason: &str) -> Outgoing {
+    let too_big = reason.contains("too long") || reason.contains("too big");
+    Outgoing::Close {
+        code: if too_big { 1009 } else { 1002 },
+        reason: reason.chars().take(120).collect(),
+    }
 }
 
 #[cfg(test)]
