@@ -30,6 +30,40 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# --- VM kernel (cgroup v2 tests, VM comparison) -------------------------------
+# The cgroup v2 tests boot Debian's kernel under qemu with cgroup_no_v1=all.
+# The kernel is taken from Debian's package without installing it (the host's
+# boot hooks must not run): apt-get download the real package that
+# linux-image-amd64 depends on, then unpack only its boot/ directory (the
+# modules, ~450 MB, are not needed: everything the test uses is built in).
+# qemu-system-x86, cpio and gzip come from the package list above.
+vm_dir="$root_dir/data/vm"
+if ! ls "$vm_dir"/boot/vmlinuz-* >/dev/null 2>&1; then
+  kernel_pkg=$(apt-cache depends linux-image-amd64 2>/dev/null \
+    | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+  if [ -z "$kernel_pkg" ]; then
+    $SUDO apt-get update -qq
+    kernel_pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+  fi
+  say "fetching the VM kernel ($kernel_pkg, unpacked into data/vm, not installed)"
+  mkdir -p "$vm_dir/download"
+  # As root, apt would warn that its sandbox user cannot write here.
+  sandbox=(); if [ "$(id -u)" -eq 0 ]; then sandbox=(-o APT::Sandbox::User=root); fi
+  (cd "$vm_dir/download" && apt-get download -qq "${sandbox[@]}" "$kernel_pkg")
+  dpkg-deb --fsys-tarfile "$vm_dir"/download/"$kernel_pkg"_*.deb | tar -x -C "$vm_dir" ./boot
+  rm -rf "$vm_dir/download"
+fi
+vmlinuz=$(ls "$vm_dir"/boot/vmlinuz-* | sort -V | tail -n 1)
+ln -sfn "${vmlinuz#"$vm_dir"/}" "$vm_dir/vmlinuz"
+# What the test needs is built in (=y), not a module: cgroup v2 and its
+# memory, pids, cpu (with CFS bandwidth) and io controllers, devtmpfs, the
+# serial console, and a gzip initramfs.
+vm_config=$(ls "$vm_dir"/boot/config-* | sort -V | tail -n 1)
+for option in CGROUPS MEMCG CGROUP_PIDS CGROUP_SCHED CFS_BANDWIDTH BLK_CGROUP \
+  DEVTMPFS SERIAL_8250_CONSOLE BLK_DEV_INITRD RD_GZIP; do
+  grep -qx "CONFIG_$option=y" "$vm_config" || say "warning: the VM kernel lacks CONFIG_$option=y"
+done
+
 # --- Rust tools ---------------------------------------------------------------
 rustup target list --installed | grep -qx wasm32-unknown-unknown || {
   say "adding the wasm32 target"; rustup target add wasm32-unknown-unknown; }

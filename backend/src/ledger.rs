@@ -44,6 +44,8 @@ pub enum Entry {
     Mount { path: PathBuf },
     /// A POSIX message queue on the host (the IPC demonstration).
     Queue { name: String },
+    /// A box's cgroup directory (one per v1 hierarchy, one on v2).
+    Cgroup { path: PathBuf },
 }
 
 impl Entry {
@@ -53,6 +55,7 @@ impl Entry {
             Entry::Directory { path } => format!("directory {}", path.display()),
             Entry::Mount { path } => format!("mount {}", path.display()),
             Entry::Queue { name } => format!("message queue {name}"),
+            Entry::Cgroup { path } => format!("cgroup {}", path.display()),
         }
     }
 
@@ -78,6 +81,20 @@ impl Entry {
                 Err(Errno::ENOENT) => Ok(false),
                 Err(errno) => Err(format!("mq_unlink({name}): {errno}")),
             },
+            // The processes still in the group (and only those) are killed
+            // first: a group with processes cannot be removed. Only damda's
+            // own groups, whatever a damaged ledger says.
+            Entry::Cgroup { path } => {
+                let ours = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(crate::cgroups::valid_name);
+                if !ours {
+                    return Err(format!("{} is not a damda cgroup", path.display()));
+                }
+                crate::cgroups::kill_and_remove_tree(path)
+                    .map_err(|err| format!("rmdir {}: {err}", path.display()))
+            }
             Entry::Process { pid, start_time } => {
                 if process_start_time(*pid) != Some(*start_time) {
                     return Ok(false);
@@ -283,6 +300,24 @@ mod tests {
         assert!(report.errors.is_empty(), "{:?}", report.errors);
         assert!(!ledger.path.exists());
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn cgroup_entries_touch_only_damda_groups() {
+        let gone = Entry::Cgroup {
+            path: PathBuf::from("/nonexistent/cgroup/damda-gone"),
+        };
+        assert_eq!(gone.describe(), "cgroup /nonexistent/cgroup/damda-gone");
+        assert_eq!(gone.remove(), Ok(false));
+        let foreign = Entry::Cgroup {
+            path: PathBuf::from("/nonexistent/cgroup/system.slice"),
+        };
+        assert!(foreign.remove().unwrap_err().contains("not a damda cgroup"));
+        let json = serde_json::to_string(&gone).unwrap();
+        assert_eq!(
+            json,
+            r#"{"kind":"cgroup","path":"/nonexistent/cgroup/damda-gone"}"#
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! damda (담다): builds a real container one kernel primitive at a time, and
 //! serves a page that shows what each primitive changed.
 
+pub mod cgroups;
 pub mod cli;
 pub mod engine;
 pub mod helper;
@@ -14,3 +15,4 @@ pub mod rootfs;
 pub mod server;
 pub mod steps;
 pub mod terminal;
+pub mod vm;
