@@ -6,6 +6,7 @@
 //!
 //! The engine is synchronous; the server runs it on blocking threads.
 
+use crate::cgroups::{BoxCgroup, CgroupError, Layout, Limits, LimitsCheck};
 use crate::helper::parent::{HelperError, HelperExe, HelperProcess};
 use crate::helper::{InsideFacts, Reply, Request};
 use crate::ledger::{process_start_time, Entry, Ledger, LedgerError};
@@ -14,7 +15,8 @@ use crate::observe::{self, ObserveError, Target};
 use crate::rootfs::{self, RootfsError};
 use crate::steps::{self, BoxSpec, IdMap, Phase};
 use damda_protocol::{
-    Command, IpcProbe, ProcFile, ProcessTree, RebuildNote, Snapshot, StepError, StepId, Syscall,
+    CgroupFile, CgroupStats, CgroupView, Command, IpcProbe, ProcFile, ProcessTree, RebuildNote,
+    Snapshot, StepError, StepId, Syscall,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,6 +40,8 @@ pub enum EngineError {
     StepFailed { step: StepId, error: StepError },
     #[error("step {0} is not available in this build")]
     NotAvailable(StepId),
+    #[error("limits refused: {0}")]
+    BadLimits(CgroupError),
     #[error("{0}")]
     NoSuchMove(&'static str),
     #[error("the box helper refused: {0}")]
@@ -54,6 +58,8 @@ pub struct EngineConfig {
     pub ids: IdMap,
     /// The damda binary boxes are run from.
     pub helper_binary: PathBuf,
+    /// The limits the `cgroups` step sets unless a page asks for others.
+    pub limits: Limits,
 }
 
 impl EngineConfig {
@@ -70,6 +76,7 @@ impl EngineConfig {
                 count: 65_536,
             },
             helper_binary: PathBuf::from("/proc/self/exe"),
+            limits: Limits::default(),
         }
     }
 }
@@ -78,6 +85,8 @@ pub struct Engine {
     exe: HelperExe,
     ledger: Arc<Ledger>,
     config: EngineConfig,
+    /// The host's cgroup layout, or why it could not be read.
+    layout: Result<Layout, String>,
 }
 
 impl Engine {
@@ -86,29 +95,62 @@ impl Engine {
             exe: HelperExe::seal(&config.helper_binary)?,
             ledger,
             config,
+            layout: Layout::detect().map_err(|e| e.to_string()),
         })
+    }
+
+    pub fn default_limits(&self) -> &Limits {
+        &self.config.limits
     }
 }
 
 impl Engine {
-    /// A command that runs `shell` inside the box whose main process is `pid`.
-    pub fn enter_command(&self, pid: u32, shell: &str) -> std::process::Command {
+    /// A command that runs in the box whose main process is `pid` (and in
+    /// its cgroup, given the cgroup.procs files): `what` is a shell command
+    /// line, the chroot escape, or a cgroup demonstration.
+    pub fn box_command(
+        &self,
+        pid: u32,
+        cgroup_procs: &[PathBuf],
+        what: BoxCommand<'_>,
+    ) -> std::process::Command {
+        use crate::cgroups::demo::Workload;
+        use crate::helper::enter::{DEMO_ARG, ENTER_ARG, ESCAPE_ARG};
         let pid = pid.to_string();
-        self.exe
-            .command(&[crate::helper::enter::ENTER_ARG, &pid, shell], 2)
+        let args: Vec<String> = match what {
+            BoxCommand::Shell(line) => vec![ENTER_ARG.into(), pid, line.into()],
+            BoxCommand::Escape => vec![ESCAPE_ARG.into(), pid],
+            BoxCommand::Demo(demo) => {
+                let workload = match demo {
+                    // The hog stops 32 MiB past the box's limit, whatever this says.
+                    damda_protocol::Demo::MemoryHog => Workload::HogMemory { bytes: 1 << 30 },
+                    damda_protocol::Demo::ForkBomb => Workload::ForkBomb { seconds: 5.0 },
+                    damda_protocol::Demo::CpuHog => Workload::BurnCpu { seconds: 5.0 },
+                };
+                let mut args = vec![DEMO_ARG.into(), pid];
+                args.extend(workload.args());
+                args
+            }
+        };
+        let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut command = self.exe.command(&arg_refs, 2);
+        let joined: Vec<String> = cgroup_procs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        if !joined.is_empty() {
+            command.env(crate::helper::enter::CGROUP_ENV, joined.join(":"));
+        }
+        command
     }
+}
 
-    /// A command that performs the chroot escape inside the box.
-    pub fn escape_command(&self, pid: u32) -> std::process::Command {
-        let pid = pid.to_string();
-        self.exe
-            .command(&[crate::helper::enter::ESCAPE_ARG, &pid], 2)
-    }
-
-    /// Spawns a prepared command from the thread helpers are forked from.
-    pub fn spawn(&self, command: std::process::Command) -> std::io::Result<std::process::Child> {
-        self.exe.spawn(command)
-    }
+/// What a command in the box runs.
+#[derive(Debug, Clone, Copy)]
+pub enum BoxCommand<'a> {
+    Shell(&'a str),
+    Escape,
+    Demo(damda_protocol::Demo),
 }
 
 fn random_id() -> String {
@@ -122,6 +164,8 @@ fn random_id() -> String {
 struct LiveBox {
     helper: Option<HelperProcess>,
     spec: BoxSpec,
+    id: String,
+    cgroup: Option<BoxCgroup>,
     queue: String,
     owned: Vec<Entry>,
     ledger: Arc<Ledger>,
@@ -147,6 +191,8 @@ impl LiveBox {
                 ids: engine.config.ids,
             },
             queue: format!("/damda-{id}"),
+            id,
+            cgroup: None,
             owned: Vec::new(),
             ledger: engine.ledger.clone(),
         };
@@ -205,6 +251,31 @@ impl LiveBox {
         Ok(reply)
     }
 
+    /// The box's own cgroup: each directory recorded before it is made, the
+    /// limits written, the main process moved in.
+    fn make_cgroup(&mut self, layout: &Layout, limits: &Limits) -> Result<(), EngineError> {
+        let name = format!("damda-{}", self.id);
+        let cgroup_step = |err: CgroupError| EngineError::StepFailed {
+            step: StepId::Cgroups,
+            error: StepError {
+                syscall: "cgroup setup".into(),
+                errno: err.errno().unwrap_or(0),
+                errno_name: err
+                    .errno()
+                    .map(|e| format!("{:?}", nix::errno::Errno::from_raw(e)))
+                    .unwrap_or_default(),
+                message: err.to_string(),
+            },
+        };
+        for path in BoxCgroup::planned_dirs(layout, &name).map_err(cgroup_step)? {
+            self.own(Entry::Cgroup { path })?;
+        }
+        let mut group = BoxCgroup::create(layout, &name, limits).map_err(cgroup_step)?;
+        let moved = group.move_pid(self.pid());
+        self.cgroup = Some(group);
+        moved.map_err(cgroup_step)
+    }
+
     /// Root inside the new user namespace is `ids.outside` on the host.
     fn write_id_maps(&self) -> Result<(), EngineError> {
         let line = self.spec.ids.map_line();
@@ -254,17 +325,21 @@ pub struct BoxSession {
     /// Built with the user namespace first (the kernel's order), which every
     /// later step keeps; the note says why.
     rebuild: Option<RebuildNote>,
+    /// What the `cgroups` step sets.
+    limits: Limits,
 }
 
 impl BoxSession {
     /// A fresh box at `host`.
     pub fn start(engine: Arc<Engine>) -> Result<(Self, Snapshot), EngineError> {
         let live = LiveBox::start(&engine, false)?;
+        let limits = engine.config.limits.clone();
         let mut session = BoxSession {
             engine,
             live,
             applied: Vec::new(),
             rebuild: None,
+            limits,
         };
         session.apply_phase(StepId::Host, Phase::Early)?;
         session.applied.push(StepId::Host);
@@ -293,8 +368,15 @@ impl BoxSession {
         };
         match self.live.request(&request)? {
             Reply::Applied { syscalls } => {
-                if (step, phase) == (StepId::User, Phase::Early) {
-                    self.live.write_id_maps()?;
+                match (step, phase) {
+                    (StepId::User, Phase::Early) => self.live.write_id_maps()?,
+                    (StepId::Cgroups, Phase::Early) => {
+                        let layout = self.engine.layout.as_ref().map_err(|why| {
+                            EngineError::Refused(format!("no cgroup filesystem to use: {why}"))
+                        })?;
+                        self.live.make_cgroup(layout, &self.limits)?;
+                    }
+                    _ => {}
                 }
                 Ok(syscalls)
             }
@@ -354,9 +436,13 @@ impl BoxSession {
         box_process.hostname = inside.hostname.clone();
         let mut host_process = observe::read_process(Target::Myself)?;
         host_process.hostname = observe::own_hostname();
-        let commands = steps::find(step)
+        let mut commands = steps::find(step)
             .map(|s| s.commands(&self.live.spec, pid))
             .unwrap_or_default();
+        let cgroup = self.live.cgroup.as_ref().map(cgroup_view);
+        if let (StepId::Cgroups, Some(view)) = (step, &cgroup) {
+            commands.extend(view.commands.iter().cloned());
+        }
         let InsideFacts {
             queue_visible,
             links,
@@ -396,7 +482,38 @@ impl BoxSession {
                 in_box,
             }),
             rebuild: self.rebuild.clone(),
+            cgroup,
         })
+    }
+
+    /// Live usage of the box's cgroup, once it has one.
+    pub fn usage(&self) -> Option<CgroupStats> {
+        self.live.cgroup.as_ref().map(BoxCgroup::stats)
+    }
+
+    /// The cgroup.procs files a process joins to be in the box's cgroup.
+    pub fn cgroup_procs(&self) -> Vec<PathBuf> {
+        self.live
+            .cgroup
+            .iter()
+            .flat_map(|group| group.dirs().iter().map(|d| d.path.join("cgroup.procs")))
+            .collect()
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// New limits for the `cgroups` step; a box already past it is rebuilt
+    /// with them.
+    pub fn set_limits(&mut self, limits: Limits) -> Result<Vec<Snapshot>, EngineError> {
+        limits.validate().map_err(EngineError::BadLimits)?;
+        self.limits = limits;
+        if self.applied.contains(&StepId::Cgroups) {
+            let path = self.applied.clone();
+            return self.rebuild_at(&path);
+        }
+        Ok(Vec::new())
     }
 
     /// Observes the box again at its current step (for a resumed page).
@@ -500,6 +617,43 @@ impl BoxSession {
             snapshots.extend(self.forward(step)?);
         }
         Ok(snapshots)
+    }
+}
+
+/// What the page shows of a box's cgroup.
+fn cgroup_view(group: &BoxCgroup) -> CgroupView {
+    let files = |writes: Vec<crate::cgroups::FileWrite>| {
+        writes
+            .into_iter()
+            .map(|w| CgroupFile {
+                path: w.path.display().to_string(),
+                value: w.value,
+            })
+            .collect()
+    };
+    let version = group.version();
+    let other = version.other();
+    CgroupView {
+        version: version.to_string(),
+        layout: Layout::detect().map(|l| l.describe()).unwrap_or_default(),
+        dirs: group
+            .dirs()
+            .iter()
+            .map(|d| d.path.display().to_string())
+            .collect(),
+        limits: group.limits().clone(),
+        written: files(group.written()),
+        commands: group.equivalent_commands(version),
+        other_version: other.to_string(),
+        other_files: files(group.files_for(other)),
+        other_commands: group.equivalent_commands(other),
+        docker: crate::cgroups::docker_command(group.limits()),
+        skipped: group
+            .skipped()
+            .iter()
+            .map(|s| format!("{}: {}", s.path.display(), s.reason))
+            .collect(),
+        usage: group.stats(),
     }
 }
 

@@ -34,6 +34,8 @@ enum Commands {
         /// A rootfs other than the prepared default.
         #[arg(long)]
         rootfs: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Serve the page and the websocket.
     Serve {
@@ -53,6 +55,8 @@ enum Commands {
         /// Seconds a box outlives its closed page (a reload resumes it).
         #[arg(long, default_value_t = 20)]
         grace: u64,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Check what damda needs on this host.
     Doctor,
@@ -64,6 +68,35 @@ enum Commands {
     },
     /// Build the default rootfs from /bin/busybox (set-up does this).
     Prepare,
+}
+
+/// The `cgroups` step's limits, as `docker run` names them.
+#[derive(clap::Args)]
+struct LimitArgs {
+    /// Memory limit in MiB (docker run --memory).
+    #[arg(long = "memory-mib", default_value_t = 64)]
+    memory_mib: u64,
+    /// CPU limit in cores, e.g. 0.5 (docker run --cpus).
+    #[arg(long, default_value_t = 0.5)]
+    cpus: f64,
+    /// Most processes at once (docker run --pids-limit).
+    #[arg(long, default_value_t = 64)]
+    pids: u64,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> anyhow::Result<damda::cgroups::Limits> {
+        use damda::cgroups::LimitsCheck;
+        if !self.cpus.is_finite() || self.cpus <= 0.0 {
+            bail!("--cpus must be a positive number of cores, like 0.5");
+        }
+        let mut limits = damda::cgroups::Limits::default();
+        limits.memory_bytes = Some(self.memory_mib.saturating_mul(1 << 20));
+        limits.cpu_quota_us = Some((self.cpus * limits.cpu_period_us as f64).round() as u64);
+        limits.pids_max = Some(self.pids);
+        limits.validate()?;
+        Ok(limits)
+    }
 }
 
 fn require_root(what: &str) -> anyhow::Result<()> {
@@ -89,10 +122,13 @@ fn sweep_at_start(paths: &Paths) {
 fn engine(
     paths: &Paths,
     rootfs: Option<std::path::PathBuf>,
+    limits: &LimitArgs,
 ) -> anyhow::Result<(Arc<Engine>, Arc<Ledger>)> {
+    let limits = limits.limits()?;
     sweep_at_start(paths);
     let ledger = Arc::new(Ledger::create(&paths.ledger())?);
     let mut config = EngineConfig::defaults(paths);
+    config.limits = limits;
     if let Some(rootfs) = rootfs {
         config.rootfs = rootfs;
     }
@@ -117,6 +153,9 @@ fn main() -> anyhow::Result<()> {
         Some(damda::helper::enter::ESCAPE_ARG) if args.len() == 3 => {
             damda::helper::enter::escape(&args[2])
         }
+        Some(damda::helper::enter::DEMO_ARG) if args.len() >= 3 => {
+            damda::helper::enter::demo(&args[2], &args[3..])
+        }
         _ => {}
     }
     tracing_subscriber::fmt()
@@ -128,9 +167,14 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let paths = Paths::from_env();
     match cli.command {
-        Commands::Walk { to, hold, rootfs } => {
+        Commands::Walk {
+            to,
+            hold,
+            rootfs,
+            limits,
+        } => {
             require_root("damda walk")?;
-            let (engine, ledger) = engine(&paths, rootfs)?;
+            let (engine, ledger) = engine(&paths, rootfs, &limits)?;
             let outcome = damda::cli::walk::walk(engine, to, hold);
             close(&ledger);
             match outcome {
@@ -145,6 +189,7 @@ fn main() -> anyhow::Result<()> {
             allow_hosts,
             max_boxes,
             grace,
+            limits,
         } => {
             require_root("damda serve")?;
             if !listen.ip().is_loopback() && token.is_none() {
@@ -156,7 +201,7 @@ fn main() -> anyhow::Result<()> {
             if max_boxes == 0 {
                 bail!("--max-boxes must be at least 1");
             }
-            let (engine, ledger) = engine(&paths, None)?;
+            let (engine, ledger) = engine(&paths, None, &limits)?;
             let options = damda::server::ServeOptions {
                 listen,
                 web_dir: paths.web.clone(),

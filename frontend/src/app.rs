@@ -202,6 +202,15 @@ pub fn app() -> Html {
             }
         })
     };
+    let on_escape = {
+        let state = state.clone();
+        let socket = socket.clone();
+        Callback::from(move |()| {
+            if !state.terminal.running && socket.send(ClientMessage::Escape) {
+                state.dispatch(Action::EscapeSent);
+            }
+        })
+    };
     let on_interrupt = {
         let socket = socket.clone();
         Callback::from(move |()| {
@@ -260,7 +269,9 @@ pub fn app() -> Html {
                     <Terminal {lang}
                         terminal={state.terminal.clone()}
                         ready={state.connection == Connection::Open}
+                        step={snapshot.step}
                         {on_exec}
+                        {on_escape}
                         {on_interrupt}
                         {on_clear} />
                 </>

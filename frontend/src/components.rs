@@ -10,6 +10,7 @@ pub mod header;
 pub mod ipc_probe;
 pub mod lesson_pane;
 pub mod links_view;
+pub mod namespace_diagram;
 pub mod namespace_map;
 pub mod proc_files;
 pub mod process_card;

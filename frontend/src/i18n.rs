@@ -125,6 +125,21 @@ pub struct Texts {
     pub rebuild_refused: &'static str,
     pub rebuild_order: &'static str,
     pub caps_hint: &'static str,
+    pub nsd_title: &'static str,
+    pub nsd_host: &'static str,
+    pub nsd_box: &'static str,
+    pub nsd_both: &'static str,
+    pub nsd_legend_shared: &'static str,
+    pub nsd_legend_own: &'static str,
+    pub nsd_legend_original: &'static str,
+    pub nsd_none_own: &'static str,
+    pub escape_button: &'static str,
+    pub escape_note: &'static str,
+    pub escape_echo: &'static str,
+    pub escape_escaped: &'static str,
+    pub escape_contained: &'static str,
+    pub caps_own_userns: &'static str,
+    pub caps_host_userns: &'static str,
 }
 
 pub static KO: Texts = Texts {
@@ -217,6 +232,21 @@ pub static KO: Texts = Texts {
     rebuild_refused: "거절된 단계",
     rebuild_order: "실제로 만든 순서",
     caps_hint: "capability는 그 프로세스의 사용자 네임스페이스 안에서만 유효합니다",
+    nsd_title: "네임스페이스 공유 그림",
+    nsd_host: "호스트",
+    nsd_box: "상자",
+    nsd_both: "겹친 곳 = 공유",
+    nsd_legend_shared: "겹친 곳: 호스트와 같이 씀 (inode 같음)",
+    nsd_legend_own: "상자 쪽: 상자만의 것 (작은 숫자 = 상자 inode)",
+    nsd_legend_original: "호스트 쪽 점선: 호스트가 계속 쓰는 원래 것",
+    nsd_none_own: "상자만의 것: 아직 없음",
+    escape_button: "chroot 탈출 시연",
+    escape_note: "chroot~cgroupns 단계에선 탈출이 됩니다: root는 어느 네임스페이스에서든 chroot를 벗어납니다. 이것은 overlay 단계의 pivot_root가 비로소 막습니다.",
+    escape_echo: "chroot 탈출 시연: 상자 안의 root 프로세스가 chroot 밖으로 올라가 봅니다",
+    escape_escaped: "탈출함: / 가 호스트의 루트",
+    escape_contained: "갇혀 있음: / 는 호스트의 루트가 아님",
+    caps_own_userns: "상자 자신의 사용자 네임스페이스 안에서만 유효",
+    caps_host_userns: "호스트 프로세스의 사용자 네임스페이스 기준",
 };
 
 pub static EN: Texts = Texts {
@@ -308,6 +338,21 @@ pub static EN: Texts = Texts {
     rebuild_refused: "Refused step",
     rebuild_order: "Order actually used",
     caps_hint: "Capabilities count only inside the process's own user namespace",
+    nsd_title: "Namespace sharing diagram",
+    nsd_host: "Host",
+    nsd_box: "Box",
+    nsd_both: "overlap = shared",
+    nsd_legend_shared: "In the overlap: shared with the host (same inode)",
+    nsd_legend_own: "On the box's side: the box's own (small number = box inode)",
+    nsd_legend_original: "Dashed, on the host's side: the host's original, still in use",
+    nsd_none_own: "none of its own yet",
+    escape_button: "Run the chroot escape",
+    escape_note: "From chroot to cgroupns the escape still works: root can leave a chroot in any namespace. Only the later pivot_root (overlay step) ends it.",
+    escape_echo: "chroot escape: a root process in the box climbs out of its chroot",
+    escape_escaped: "Escaped: / is the host's root",
+    escape_contained: "Contained: / is not the host's root",
+    caps_own_userns: "counts only inside the box's own user namespace",
+    caps_host_userns: "relative to the host process's user namespace",
 };
 
 /// One line on what a namespace type isolates.
@@ -346,6 +391,8 @@ pub fn error_code_text(lang: Lang, code: ErrorCode) -> &'static str {
         (Lang::Ko, ErrorCode::CommandRunning) => "이미 명령이 실행 중",
         (Lang::Ko, ErrorCode::NoCommand) => "실행 중인 명령이 없음",
         (Lang::Ko, ErrorCode::NotAllowed) => "이 서버에서는 허용되지 않음",
+        (Lang::Ko, ErrorCode::BadLimits) => "받아들일 수 없는 제한 값",
+        (Lang::Ko, ErrorCode::NotYet) => "상자가 아직 그 단계에 이르지 않음",
         (Lang::En, ErrorCode::BadMessage) => "A message the server did not understand",
         (Lang::En, ErrorCode::TooLarge) => "Message too large",
         (Lang::En, ErrorCode::UnknownStep) => "A step that is not available",
@@ -357,6 +404,8 @@ pub fn error_code_text(lang: Lang, code: ErrorCode) -> &'static str {
         (Lang::En, ErrorCode::CommandRunning) => "A command is already running",
         (Lang::En, ErrorCode::NoCommand) => "No command is running",
         (Lang::En, ErrorCode::NotAllowed) => "Not allowed on this server",
+        (Lang::En, ErrorCode::BadLimits) => "Limits that cannot be applied",
+        (Lang::En, ErrorCode::NotYet) => "The box has not reached that step yet",
     }
 }
 
@@ -374,6 +423,8 @@ pub fn error_code_name(code: ErrorCode) -> &'static str {
         ErrorCode::CommandRunning => "command_running",
         ErrorCode::NoCommand => "no_command",
         ErrorCode::NotAllowed => "not_allowed",
+        ErrorCode::BadLimits => "bad_limits",
+        ErrorCode::NotYet => "not_yet",
     }
 }
 
@@ -390,7 +441,8 @@ pub fn field_label(lang: Lang, field: &str) -> &'static str {
         (Lang::Ko, "cwd") => "작업 디렉터리",
         (Lang::Ko, "hostname") => "호스트 이름",
         (Lang::Ko, "cgroups") => "cgroup",
-        (Lang::Ko, "caps") => "capability",
+        (Lang::Ko, "cap_eff") => "CapEff (유효)",
+        (Lang::Ko, "cap_bnd") => "CapBnd (바운딩)",
         (Lang::En, "comm") => "Command (comm)",
         (Lang::En, "uid") => "UID real/eff",
         (Lang::En, "gid") => "GID real/eff",
@@ -398,7 +450,16 @@ pub fn field_label(lang: Lang, field: &str) -> &'static str {
         (Lang::En, "cwd") => "Working directory",
         (Lang::En, "hostname") => "Hostname",
         (Lang::En, "cgroups") => "cgroup",
-        (Lang::En, "caps") => "Capabilities",
+        (Lang::En, "cap_eff") => "CapEff (effective)",
+        (Lang::En, "cap_bnd") => "CapBnd (bounding)",
         _ => "",
+    }
+}
+
+/// How many capabilities a set holds, as the process card says it.
+pub fn caps_set(lang: Lang, count: u32) -> String {
+    match lang {
+        Lang::Ko => format!("{count}개 켜짐"),
+        Lang::En => format!("{count} set"),
     }
 }

@@ -42,6 +42,8 @@ pub struct ServerError {
 pub enum TermChunk {
     /// A command the page sent.
     Command(String),
+    /// The page asked for the chroot escape demonstration.
+    Escape,
     Output(OutputStream, String),
     Exited {
         code: Option<i32>,
@@ -62,6 +64,13 @@ pub struct Terminal {
     pub refused: bool,
 }
 
+/// How the last chroot escape the terminal shows ended, by its own words.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum EscapeOutcome {
+    Escaped,
+    Contained,
+}
+
 /// How much scrollback the terminal keeps.
 pub const TERM_KEEP_CHARS: usize = 200_000;
 
@@ -71,7 +80,7 @@ impl Terminal {
             TermChunk::Command(text) | TermChunk::Output(_, text) | TermChunk::Refused(_, text) => {
                 text.len()
             }
-            TermChunk::Exited { .. } => 0,
+            TermChunk::Exited { .. } | TermChunk::Escape => 0,
         };
         // Output arrives in pieces: join a piece to the one before it.
         if let (Some(TermChunk::Output(last_stream, last)), TermChunk::Output(stream, text)) =
@@ -87,6 +96,32 @@ impl Terminal {
         self.chunks.push(chunk);
         self.chars += size;
         self.trim();
+    }
+
+    /// What the last escape printed as its verdict, once it has ended.
+    pub fn escape_outcome(&self) -> Option<EscapeOutcome> {
+        let start = self
+            .chunks
+            .iter()
+            .rposition(|c| matches!(c, TermChunk::Escape))?;
+        let mut verdict = None;
+        for chunk in &self.chunks[start + 1..] {
+            match chunk {
+                TermChunk::Output(_, text) => {
+                    // The verdict is among the last lines.
+                    for line in text.lines() {
+                        if line.starts_with("ESCAPED") {
+                            verdict = Some(EscapeOutcome::Escaped);
+                        } else if line.starts_with("CONTAINED") {
+                            verdict = Some(EscapeOutcome::Contained);
+                        }
+                    }
+                }
+                TermChunk::Exited { .. } => return verdict,
+                _ => return None,
+            }
+        }
+        None
     }
 
     fn trim(&mut self) {
@@ -106,7 +141,10 @@ impl Terminal {
 pub fn is_terminal_error(code: ErrorCode) -> bool {
     matches!(
         code,
-        ErrorCode::CommandRunning | ErrorCode::NoCommand | ErrorCode::NotAllowed
+        ErrorCode::CommandRunning
+            | ErrorCode::NoCommand
+            | ErrorCode::NotAllowed
+            | ErrorCode::NotYet
     )
 }
 
@@ -187,6 +225,8 @@ pub enum Action {
     SetLang(Lang),
     ShowLesson(LessonView),
     TermSent(String),
+    /// The chroot escape was asked for; its output follows like a command's.
+    EscapeSent,
     TermOutput(OutputStream, String),
     TermExited {
         code: Option<i32>,
@@ -238,7 +278,8 @@ impl Reducible for State {
                         terminal.refused = true;
                         terminal.running = false;
                     }
-                    ErrorCode::NoCommand => terminal.running = false,
+                    // Nothing started: the request is answered.
+                    ErrorCode::NoCommand | ErrorCode::NotYet => terminal.running = false,
                     _ => {}
                 }
                 terminal.push(TermChunk::Refused(error.code, error.message));
@@ -254,6 +295,11 @@ impl Reducible for State {
                 let terminal = Rc::make_mut(&mut next.terminal);
                 terminal.running = true;
                 terminal.push(TermChunk::Command(command));
+            }
+            Action::EscapeSent => {
+                let terminal = Rc::make_mut(&mut next.terminal);
+                terminal.running = true;
+                terminal.push(TermChunk::Escape);
             }
             Action::TermOutput(stream, data) => {
                 Rc::make_mut(&mut next.terminal).push(TermChunk::Output(stream, data));

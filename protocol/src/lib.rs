@@ -351,6 +351,126 @@ pub struct Snapshot {
     /// Set when the kernel refused the lesson order and the box was rebuilt.
     #[serde(default)]
     pub rebuild: Option<RebuildNote>,
+    /// The box's cgroup, from the `cgroups` step on.
+    #[serde(default)]
+    pub cgroup: Option<CgroupView>,
+}
+
+/// What a box may use. `None` leaves that resource unlimited.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct CgroupLimits {
+    /// Memory the box's processes may use (v1 memory.limit_in_bytes, v2
+    /// memory.max).
+    pub memory_bytes: Option<u64>,
+    /// Swap on top of memory (v1 memory.memsw.limit_in_bytes = memory +
+    /// swap, v2 memory.swap.max). `Some(0)`: no swap, so a memory hog is
+    /// killed rather than swapped out.
+    pub swap_bytes: Option<u64>,
+    /// CPU time per period, in µs (v1 cpu.cfs_quota_us, v2 the first field of
+    /// cpu.max). 50000 of 100000 is half a core.
+    pub cpu_quota_us: Option<u64>,
+    pub cpu_period_us: u64,
+    /// Processes and threads at once (pids.max on both versions).
+    pub pids_max: Option<u64>,
+    /// Proportional I/O weight, 1..=10000 with 100 the default (v2 io.weight;
+    /// v1 blkio.weight, 10..=1000 with 500 the default, is ×5).
+    pub io_weight: Option<u16>,
+}
+
+impl Default for CgroupLimits {
+    /// 64 MiB without swap, half a core, 64 processes.
+    fn default() -> Self {
+        CgroupLimits {
+            memory_bytes: Some(64 << 20),
+            swap_bytes: Some(0),
+            cpu_quota_us: Some(50_000),
+            cpu_period_us: 100_000,
+            pids_max: Some(64),
+            io_weight: None,
+        }
+    }
+}
+
+impl CgroupLimits {
+    /// The CPU limit in cores (`docker run --cpus`), if there is one.
+    pub fn cpus(&self) -> Option<f64> {
+        self.cpu_quota_us
+            .map(|quota| quota as f64 / self.cpu_period_us as f64)
+    }
+}
+
+/// Usage and limits of one group. A field is `None` where this version or
+/// this kernel has no such counter; a `_max` field is also `None` when there
+/// is no limit (`max`).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct CgroupStats {
+    /// Bytes charged now (v1 memory.usage_in_bytes, v2 memory.current).
+    pub memory_current: Option<u64>,
+    pub memory_max: Option<u64>,
+    /// Processes the kernel's OOM killer killed in this group (v1
+    /// memory.oom_control `oom_kill`, v2 memory.events `oom_kill`).
+    pub memory_events_oom_kill: Option<u64>,
+    /// v1 only: how often usage hit the limit (memory.failcnt).
+    pub memory_failcnt: Option<u64>,
+    /// CPU time used, in µs (v1 cpuacct.usage in ns, v2 cpu.stat usage_usec).
+    pub cpu_usage_usec: Option<u64>,
+    /// CFS bandwidth periods that had runnable tasks, and how many of them
+    /// ran out of quota (cpu.stat on both versions).
+    pub nr_periods: Option<u64>,
+    pub nr_throttled: Option<u64>,
+    pub throttled_usec: Option<u64>,
+    pub pids_current: Option<u64>,
+    pub pids_max: Option<u64>,
+    /// Forks refused because pids.max was reached (pids.events `max`).
+    pub pids_events_max: Option<u64>,
+    /// Bytes read and written on block devices (v1
+    /// blkio.throttle.io_service_bytes_recursive, v2 io.stat).
+    pub io_read_bytes: Option<u64>,
+    pub io_write_bytes: Option<u64>,
+}
+
+/// One file written into cgroupfs, with the value written.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct CgroupFile {
+    pub path: String,
+    pub value: String,
+}
+
+/// The box's cgroup after the `cgroups` step: where it is, what was written,
+/// and how to do the same by hand on either version.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+pub struct CgroupView {
+    /// `v1` or `v2`: the version the box's limits are on.
+    pub version: String,
+    /// The host's layout in one line (v1, v2, or hybrid).
+    pub layout: String,
+    /// The box's cgroup directories (one per v1 hierarchy, one on v2).
+    pub dirs: Vec<String>,
+    pub limits: CgroupLimits,
+    pub written: Vec<CgroupFile>,
+    /// The equivalent commands on the version in use.
+    pub commands: Vec<String>,
+    /// The same limits on the other version, as files and commands.
+    pub other_version: String,
+    pub other_files: Vec<CgroupFile>,
+    pub other_commands: Vec<String>,
+    /// `docker run --memory … --cpus … --pids-limit …`.
+    pub docker: String,
+    /// Limits this kernel could not take, with the reason.
+    pub skipped: Vec<String>,
+    pub usage: CgroupStats,
+}
+
+/// A demonstration that makes a limit felt, bounded in time and size.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+pub enum Demo {
+    /// Allocates past the memory limit: the kernel OOM-kills it.
+    MemoryHog,
+    /// Forks until pids.max refuses.
+    ForkBomb,
+    /// Spins: throttled to its CPU quota.
+    CpuHog,
 }
 
 /// A step the kernel refused, with the real errno.
@@ -411,6 +531,12 @@ pub enum ClientMessage {
     /// The chroot escape demonstration: a root process in the box climbs out
     /// of its chroot; its output comes back like a command's.
     Escape,
+    /// A cgroup demonstration in the box; output comes back like a command's.
+    Demo { demo: Demo },
+    /// Limits for the `cgroups` step (applied now if the box is past it).
+    Limits { limits: CgroupLimits },
+    /// Whether the page shows live usage (it stops sampling when hidden).
+    Watch { on: bool },
 }
 
 /// Which output stream a chunk came from.
@@ -451,6 +577,10 @@ pub enum ErrorCode {
     NoCommand,
     /// Not allowed on this server (the terminal outside loopback).
     NotAllowed,
+    /// Limits the kernel would refuse or that make no sense here.
+    BadLimits,
+    /// The demonstration needs a step the box has not reached.
+    NotYet,
 }
 
 /// From the server to the page.
@@ -471,6 +601,8 @@ pub enum ServerMessage {
         stream: OutputStream,
         data: String,
     },
+    /// Live usage of the box's cgroup, about once a second while watched.
+    Usage(Box<CgroupStats>),
     /// The command ended: its exit code, or the signal that ended it.
     Exited {
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -2,8 +2,8 @@
 //! statistics, and removal.
 
 use super::layout::{CgroupVersion, Layout};
-use super::limits::{docker_command, v1_writes, v2_writes, Limits, DEVICE_ALLOW_LIST};
-use super::stats::CgroupStats;
+use super::limits::{docker_command, v1_writes, v2_writes, Limits, LimitsCheck, DEVICE_ALLOW_LIST};
+use super::stats::{parse_stats, CgroupStats};
 use super::{read_file, valid_name, write_file, CgroupError, FileWrite, Skipped};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -516,7 +516,7 @@ impl BoxCgroup {
 
     /// Usage and limits, read from the group's files now.
     pub fn stats(&self) -> CgroupStats {
-        CgroupStats::parse(self.version, &|file| {
+        parse_stats(self.version, &|file| {
             // On v1 a file's prefix names its hierarchy (memory.*, blkio.*).
             let controller = file.split('.').next().unwrap_or_default();
             let dir = self.dir_of(controller)?;

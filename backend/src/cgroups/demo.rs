@@ -86,13 +86,32 @@ impl Workload {
     pub fn run(&self) -> i32 {
         let mut byte = [0u8; 1];
         let _ = std::io::stdin().read(&mut byte);
+        self.run_within(self.bound())
+    }
+
+    /// The limit of this process's own group that bounds the workload
+    /// (memory for the hog, pids for the bomb), read where the host's
+    /// cgroupfs is visible. None: nothing bounds it.
+    pub fn bound(&self) -> Option<u64> {
+        match self {
+            Workload::HogMemory { .. } => {
+                own_limit("memory", "memory.limit_in_bytes", "memory.max")
+            }
+            Workload::ForkBomb { .. } => own_limit("pids", "pids.max", "pids.max"),
+            Workload::Sleep { .. } | Workload::BurnCpu { .. } => None,
+        }
+    }
+
+    /// Runs the workload now, with the `bound` read before (inside a box
+    /// the host's cgroupfs is out of sight).
+    pub fn run_within(&self, bound: Option<u64>) -> i32 {
         match *self {
             Workload::Sleep { seconds } => {
                 std::thread::sleep(Duration::from_secs_f64(seconds));
                 0
             }
-            Workload::HogMemory { bytes } => hog_memory(bytes),
-            Workload::ForkBomb { seconds } => fork_bomb(seconds),
+            Workload::HogMemory { bytes } => hog_memory(bytes, bound),
+            Workload::ForkBomb { seconds } => fork_bomb(seconds, bound),
             Workload::BurnCpu { seconds } => burn_cpu(seconds),
         }
     }
@@ -118,8 +137,8 @@ fn own_limit(controller: &str, v1_file: &str, v2_file: &str) -> Option<u64> {
     (value < 1 << 62).then_some(value)
 }
 
-fn hog_memory(bytes: u64) -> i32 {
-    let bytes = match own_limit("memory", "memory.limit_in_bytes", "memory.max") {
+fn hog_memory(bytes: u64, limit: Option<u64>) -> i32 {
+    let bytes = match limit {
         // Past the limit, but never more than 32 MiB past it.
         Some(limit) if limit < bytes => bytes.min(limit + HOG_EXCESS),
         _ => {
@@ -139,8 +158,8 @@ fn hog_memory(bytes: u64) -> i32 {
     HOG_SURVIVED
 }
 
-fn fork_bomb(seconds: f64) -> i32 {
-    match own_limit("pids", "pids.max", "pids.max") {
+fn fork_bomb(seconds: f64, max: Option<u64>) -> i32 {
+    match max {
         Some(max) if max <= BOMB_MAX_PIDS => {}
         _ => {
             eprintln!(

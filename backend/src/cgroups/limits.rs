@@ -2,7 +2,9 @@
 //! each cgroup version.
 
 use super::{CgroupError, FileWrite};
-use serde::{Deserialize, Serialize};
+/// The limits are protocol data (the page shows and sets them); the checks
+/// and the files they become live here.
+pub use damda_protocol::CgroupLimits as Limits;
 use std::path::{Path, PathBuf};
 
 const MIB: u64 = 1 << 20;
@@ -32,41 +34,6 @@ pub const DEVICE_ALLOW_LIST: [(&str, &str); 8] = [
     ("c 136:* rwm", "/dev/pts/*"),
 ];
 
-/// What a box may use. `None` leaves that resource unlimited.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// Memory the box's processes may use (v1 memory.limit_in_bytes, v2
-    /// memory.max).
-    pub memory_bytes: Option<u64>,
-    /// Swap on top of memory (v1 memory.memsw.limit_in_bytes = memory +
-    /// swap, v2 memory.swap.max). `Some(0)`: no swap, so a memory hog is
-    /// killed rather than swapped out.
-    pub swap_bytes: Option<u64>,
-    /// CPU time per period, in µs (v1 cpu.cfs_quota_us, v2 the first field of
-    /// cpu.max). 50000 of 100000 is half a core.
-    pub cpu_quota_us: Option<u64>,
-    pub cpu_period_us: u64,
-    /// Processes and threads at once (pids.max on both versions).
-    pub pids_max: Option<u64>,
-    /// Proportional I/O weight, 1..=10000 with 100 the default (v2 io.weight;
-    /// v1 blkio.weight, 10..=1000 with 500 the default, is ×5).
-    pub io_weight: Option<u16>,
-}
-
-impl Default for Limits {
-    /// 64 MiB without swap, half a core, 64 processes.
-    fn default() -> Self {
-        Limits {
-            memory_bytes: Some(64 * MIB),
-            swap_bytes: Some(0),
-            cpu_quota_us: Some(50_000),
-            cpu_period_us: 100_000,
-            pids_max: Some(64),
-            io_weight: None,
-        }
-    }
-}
-
 /// The number of CPUs this process may run on.
 fn cores() -> u32 {
     std::thread::available_parallelism()
@@ -74,15 +41,22 @@ fn cores() -> u32 {
         .unwrap_or(1)
 }
 
-impl Limits {
+/// Checks of [`Limits`] against the kernel's bounds and this machine.
+pub trait LimitsCheck {
+    fn validate(&self) -> Result<(), CgroupError>;
+    fn validate_for(&self, cores: u32) -> Result<(), CgroupError>;
+    fn controllers_needed(&self) -> Vec<&'static str>;
+}
+
+impl LimitsCheck for Limits {
     /// Rejects values the kernel would refuse or that make no sense on this
     /// machine.
-    pub fn validate(&self) -> Result<(), CgroupError> {
+    fn validate(&self) -> Result<(), CgroupError> {
         self.validate_for(cores())
     }
 
     /// [`Limits::validate`] for a machine with `cores` CPUs.
-    pub fn validate_for(&self, cores: u32) -> Result<(), CgroupError> {
+    fn validate_for(&self, cores: u32) -> Result<(), CgroupError> {
         if let Some(bytes) = self.memory_bytes {
             if bytes < MIN_MEMORY_BYTES {
                 return Err(CgroupError::MemoryTooSmall { bytes });
@@ -130,14 +104,8 @@ impl Limits {
         Ok(())
     }
 
-    /// The CPU limit in cores (`--cpus`), if there is one.
-    pub fn cpus(&self) -> Option<f64> {
-        self.cpu_quota_us
-            .map(|quota| quota as f64 / self.cpu_period_us as f64)
-    }
-
     /// The controllers these limits need (v2 names; `io` is v1's `blkio`).
-    pub(crate) fn controllers_needed(&self) -> Vec<&'static str> {
+    fn controllers_needed(&self) -> Vec<&'static str> {
         let mut needed = Vec::new();
         if self.memory_bytes.is_some() {
             needed.push("memory");

@@ -2,37 +2,10 @@
 //! parsers take the files' text, so fixtures test them without root.
 
 use super::CgroupVersion;
-use serde::{Deserialize, Serialize};
 
-/// Usage and limits of one group. A field is `None` where this version or
-/// this kernel has no such counter; a `_max` field is also `None` when there
-/// is no limit (`max`).
-#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
-pub struct CgroupStats {
-    /// Bytes charged now (v1 memory.usage_in_bytes, v2 memory.current).
-    pub memory_current: Option<u64>,
-    pub memory_max: Option<u64>,
-    /// Processes the kernel's OOM killer killed in this group (v1
-    /// memory.oom_control `oom_kill`, v2 memory.events `oom_kill`).
-    pub memory_events_oom_kill: Option<u64>,
-    /// v1 only: how often usage hit the limit (memory.failcnt).
-    pub memory_failcnt: Option<u64>,
-    /// CPU time used, in µs (v1 cpuacct.usage in ns, v2 cpu.stat usage_usec).
-    pub cpu_usage_usec: Option<u64>,
-    /// CFS bandwidth periods that had runnable tasks, and how many of them
-    /// ran out of quota (cpu.stat on both versions).
-    pub nr_periods: Option<u64>,
-    pub nr_throttled: Option<u64>,
-    pub throttled_usec: Option<u64>,
-    pub pids_current: Option<u64>,
-    pub pids_max: Option<u64>,
-    /// Forks refused because pids.max was reached (pids.events `max`).
-    pub pids_events_max: Option<u64>,
-    /// Bytes read and written on block devices (v1
-    /// blkio.throttle.io_service_bytes_recursive, v2 io.stat).
-    pub io_read_bytes: Option<u64>,
-    pub io_write_bytes: Option<u64>,
-}
+/// The usage counters are protocol data (streamed to the page); their
+/// parsers live here.
+pub use damda_protocol::CgroupStats;
 
 /// v1 reports "no limit" as the largest page-aligned counter
 /// (9223372036854771712); anything this large limits nothing.
@@ -74,98 +47,96 @@ fn blkio_sum(text: &str, op: &str) -> u64 {
         .sum()
 }
 
-impl CgroupStats {
-    /// The statistics from the files' text: `file` returns a file's content
-    /// by its name (`memory.current`), or None where it does not exist.
-    pub fn parse(version: CgroupVersion, file: &dyn Fn(&str) -> Option<String>) -> Self {
-        match version {
-            CgroupVersion::V1 => Self::parse_v1(file),
-            CgroupVersion::V2 => Self::parse_v2(file),
-        }
+/// The statistics from the files' text: `file` returns a file's content by
+/// its name (`memory.current`), or None where it does not exist.
+pub fn parse_stats(version: CgroupVersion, file: &dyn Fn(&str) -> Option<String>) -> CgroupStats {
+    match version {
+        CgroupVersion::V1 => parse_v1(file),
+        CgroupVersion::V2 => parse_v2(file),
     }
+}
 
-    fn parse_v2(file: &dyn Fn(&str) -> Option<String>) -> Self {
-        let memory_events = file("memory.events");
-        let cpu = file("cpu.stat");
-        let pids_events = file("pids.events");
-        let io = file("io.stat");
-        CgroupStats {
-            memory_current: file("memory.current").and_then(|t| single(&t)).flatten(),
-            memory_max: file("memory.max").and_then(|t| single(&t)).flatten(),
-            memory_events_oom_kill: memory_events.as_deref().and_then(|t| keyed(t, "oom_kill")),
-            memory_failcnt: None,
-            cpu_usage_usec: cpu.as_deref().and_then(|t| keyed(t, "usage_usec")),
-            nr_periods: cpu.as_deref().and_then(|t| keyed(t, "nr_periods")),
-            nr_throttled: cpu.as_deref().and_then(|t| keyed(t, "nr_throttled")),
-            throttled_usec: cpu.as_deref().and_then(|t| keyed(t, "throttled_usec")),
-            pids_current: file("pids.current").and_then(|t| single(&t)).flatten(),
-            pids_max: file("pids.max").and_then(|t| single(&t)).flatten(),
-            pids_events_max: pids_events.as_deref().and_then(|t| keyed(t, "max")),
-            io_read_bytes: io.as_deref().map(|t| io_stat_sum(t, "rbytes")),
-            io_write_bytes: io.as_deref().map(|t| io_stat_sum(t, "wbytes")),
-        }
+fn parse_v2(file: &dyn Fn(&str) -> Option<String>) -> CgroupStats {
+    let memory_events = file("memory.events");
+    let cpu = file("cpu.stat");
+    let pids_events = file("pids.events");
+    let io = file("io.stat");
+    CgroupStats {
+        memory_current: file("memory.current").and_then(|t| single(&t)).flatten(),
+        memory_max: file("memory.max").and_then(|t| single(&t)).flatten(),
+        memory_events_oom_kill: memory_events.as_deref().and_then(|t| keyed(t, "oom_kill")),
+        memory_failcnt: None,
+        cpu_usage_usec: cpu.as_deref().and_then(|t| keyed(t, "usage_usec")),
+        nr_periods: cpu.as_deref().and_then(|t| keyed(t, "nr_periods")),
+        nr_throttled: cpu.as_deref().and_then(|t| keyed(t, "nr_throttled")),
+        throttled_usec: cpu.as_deref().and_then(|t| keyed(t, "throttled_usec")),
+        pids_current: file("pids.current").and_then(|t| single(&t)).flatten(),
+        pids_max: file("pids.max").and_then(|t| single(&t)).flatten(),
+        pids_events_max: pids_events.as_deref().and_then(|t| keyed(t, "max")),
+        io_read_bytes: io.as_deref().map(|t| io_stat_sum(t, "rbytes")),
+        io_write_bytes: io.as_deref().map(|t| io_stat_sum(t, "wbytes")),
     }
+}
 
-    fn parse_v1(file: &dyn Fn(&str) -> Option<String>) -> Self {
-        let cpu = file("cpu.stat");
-        let pids_events = file("pids.events");
-        let blkio = file("blkio.throttle.io_service_bytes_recursive")
-            .or_else(|| file("blkio.throttle.io_service_bytes"));
-        let throttled_usec = cpu.as_deref().and_then(|t| {
-            keyed(t, "throttled_usec").or_else(|| keyed(t, "throttled_time").map(|ns| ns / 1000))
-        });
-        CgroupStats {
-            memory_current: file("memory.usage_in_bytes")
-                .and_then(|t| single(&t))
-                .flatten(),
-            memory_max: file("memory.limit_in_bytes")
-                .and_then(|t| single(&t))
-                .flatten()
-                .filter(|&limit| limit < V1_UNLIMITED),
-            memory_events_oom_kill: file("memory.oom_control").and_then(|t| keyed(&t, "oom_kill")),
-            memory_failcnt: file("memory.failcnt").and_then(|t| single(&t)).flatten(),
-            cpu_usage_usec: file("cpuacct.usage")
-                .and_then(|t| single(&t))
-                .flatten()
-                .map(|ns| ns / 1000),
-            nr_periods: cpu.as_deref().and_then(|t| keyed(t, "nr_periods")),
-            nr_throttled: cpu.as_deref().and_then(|t| keyed(t, "nr_throttled")),
-            throttled_usec,
-            pids_current: file("pids.current").and_then(|t| single(&t)).flatten(),
-            pids_max: file("pids.max").and_then(|t| single(&t)).flatten(),
-            pids_events_max: pids_events.as_deref().and_then(|t| keyed(t, "max")),
-            io_read_bytes: blkio.as_deref().map(|t| blkio_sum(t, "Read")),
-            io_write_bytes: blkio.as_deref().map(|t| blkio_sum(t, "Write")),
-        }
+fn parse_v1(file: &dyn Fn(&str) -> Option<String>) -> CgroupStats {
+    let cpu = file("cpu.stat");
+    let pids_events = file("pids.events");
+    let blkio = file("blkio.throttle.io_service_bytes_recursive")
+        .or_else(|| file("blkio.throttle.io_service_bytes"));
+    let throttled_usec = cpu.as_deref().and_then(|t| {
+        keyed(t, "throttled_usec").or_else(|| keyed(t, "throttled_time").map(|ns| ns / 1000))
+    });
+    CgroupStats {
+        memory_current: file("memory.usage_in_bytes")
+            .and_then(|t| single(&t))
+            .flatten(),
+        memory_max: file("memory.limit_in_bytes")
+            .and_then(|t| single(&t))
+            .flatten()
+            .filter(|&limit| limit < V1_UNLIMITED),
+        memory_events_oom_kill: file("memory.oom_control").and_then(|t| keyed(&t, "oom_kill")),
+        memory_failcnt: file("memory.failcnt").and_then(|t| single(&t)).flatten(),
+        cpu_usage_usec: file("cpuacct.usage")
+            .and_then(|t| single(&t))
+            .flatten()
+            .map(|ns| ns / 1000),
+        nr_periods: cpu.as_deref().and_then(|t| keyed(t, "nr_periods")),
+        nr_throttled: cpu.as_deref().and_then(|t| keyed(t, "nr_throttled")),
+        throttled_usec,
+        pids_current: file("pids.current").and_then(|t| single(&t)).flatten(),
+        pids_max: file("pids.max").and_then(|t| single(&t)).flatten(),
+        pids_events_max: pids_events.as_deref().and_then(|t| keyed(t, "max")),
+        io_read_bytes: blkio.as_deref().map(|t| blkio_sum(t, "Read")),
+        io_write_bytes: blkio.as_deref().map(|t| blkio_sum(t, "Write")),
     }
+}
 
-    /// The files [`CgroupStats::parse`] reads on `version`.
-    pub fn files(version: CgroupVersion) -> &'static [&'static str] {
-        match version {
-            CgroupVersion::V1 => &[
-                "memory.usage_in_bytes",
-                "memory.limit_in_bytes",
-                "memory.oom_control",
-                "memory.failcnt",
-                "cpuacct.usage",
-                "cpu.stat",
-                "pids.current",
-                "pids.max",
-                "pids.events",
-                "blkio.throttle.io_service_bytes_recursive",
-                "blkio.throttle.io_service_bytes",
-            ],
-            CgroupVersion::V2 => &[
-                "memory.current",
-                "memory.max",
-                "memory.events",
-                "cpu.stat",
-                "pids.current",
-                "pids.max",
-                "pids.events",
-                "io.stat",
-            ],
-        }
+/// The files [`parse_stats`] reads on `version`.
+pub fn stat_files(version: CgroupVersion) -> &'static [&'static str] {
+    match version {
+        CgroupVersion::V1 => &[
+            "memory.usage_in_bytes",
+            "memory.limit_in_bytes",
+            "memory.oom_control",
+            "memory.failcnt",
+            "cpuacct.usage",
+            "cpu.stat",
+            "pids.current",
+            "pids.max",
+            "pids.events",
+            "blkio.throttle.io_service_bytes_recursive",
+            "blkio.throttle.io_service_bytes",
+        ],
+        CgroupVersion::V2 => &[
+            "memory.current",
+            "memory.max",
+            "memory.events",
+            "cpu.stat",
+            "pids.current",
+            "pids.max",
+            "pids.events",
+            "io.stat",
+        ],
     }
 }
 
@@ -197,7 +168,7 @@ pub(crate) mod tests {
     #[test]
     fn v1_counters_from_a_box_after_the_demos() {
         let files = files(include_str!("fixtures/v1-hybrid/stats"));
-        let stats = CgroupStats::parse(CgroupVersion::V1, &|name| files.get(name).cloned());
+        let stats = parse_stats(CgroupVersion::V1, &|name| files.get(name).cloned());
         assert_eq!(stats.memory_current, Some(9_601_024));
         assert_eq!(stats.memory_max, Some(33_554_432));
         assert_eq!(stats.memory_events_oom_kill, Some(1));
@@ -215,7 +186,7 @@ pub(crate) mod tests {
 
     #[test]
     fn v1_unlimited_memory_reads_as_none() {
-        let stats = CgroupStats::parse(CgroupVersion::V1, &|name| {
+        let stats = parse_stats(CgroupVersion::V1, &|name| {
             (name == "memory.limit_in_bytes").then(|| "9223372036854771712\n".to_owned())
         });
         assert_eq!(stats.memory_max, None);
@@ -225,7 +196,7 @@ pub(crate) mod tests {
     #[test]
     fn v2_counters_from_a_box_after_the_demos() {
         let files = files(include_str!("fixtures/v2-vm/stats"));
-        let stats = CgroupStats::parse(CgroupVersion::V2, &|name| files.get(name).cloned());
+        let stats = parse_stats(CgroupVersion::V2, &|name| files.get(name).cloned());
         assert_eq!(stats.memory_current, Some(1_003_520));
         assert_eq!(stats.memory_max, Some(33_554_432));
         assert_eq!(stats.memory_events_oom_kill, Some(1));

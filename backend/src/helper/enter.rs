@@ -73,6 +73,36 @@ fn drop_capabilities() {
     }
 }
 
+/// The environment variable naming the cgroup.procs files (colon-separated)
+/// of the box's cgroup, for the entering process to join first.
+pub const CGROUP_ENV: &str = "DAMDA_CGROUP_PROCS";
+
+/// Joins the box's cgroup (when it has one) by writing 0 — "this process" —
+/// into each of its cgroup.procs files, while the host's cgroupfs is in sight.
+fn join_cgroup() {
+    let Ok(files) = std::env::var(CGROUP_ENV) else {
+        return;
+    };
+    for file in files.split(':').filter(|f| !f.is_empty()) {
+        if let Err(err) = std::fs::write(file, "0") {
+            fail(&format!("joining the box's cgroup ({file})"), err);
+        }
+    }
+}
+
+/// Host root is unmapped in the box's user namespace: become the box's root
+/// (uid 0 inside), as `nsenter -S 0 -G 0` does.
+fn become_box_root() {
+    let root_gid = nix::unistd::Gid::from_raw(0);
+    let root_uid = nix::unistd::Uid::from_raw(0);
+    if let Err(errno) = nix::unistd::setgroups(&[])
+        .and_then(|()| nix::unistd::setresgid(root_gid, root_gid, root_gid))
+        .and_then(|()| nix::unistd::setresuid(root_uid, root_uid, root_uid))
+    {
+        fail("becoming the box's root", errno);
+    }
+}
+
 /// Joins the box's namespaces and forks; returns in the child, which is in
 /// the box's PID namespace, with the box's root open and whether a user
 /// namespace was joined. The parent waits and exits with the child.
@@ -130,18 +160,10 @@ fn enter_root(root: File) {
 /// capabilities.
 pub fn run(pid: &str, command: &str) -> ! {
     super::child::name_process("damda-enter");
+    join_cgroup();
     let (root, joined_user) = join(pid);
     if joined_user {
-        // Host root is unmapped in the box's user namespace: become the
-        // box's root (uid 0 inside), as `nsenter -S 0 -G 0` does.
-        let root_gid = nix::unistd::Gid::from_raw(0);
-        let root_uid = nix::unistd::Uid::from_raw(0);
-        if let Err(errno) = nix::unistd::setgroups(&[])
-            .and_then(|()| nix::unistd::setresgid(root_gid, root_gid, root_gid))
-            .and_then(|()| nix::unistd::setresuid(root_uid, root_uid, root_uid))
-        {
-            fail("becoming the box's root", errno);
-        }
+        become_box_root();
     }
     enter_root(root);
     drop_capabilities();
@@ -155,6 +177,27 @@ pub fn run(pid: &str, command: &str) -> ! {
             .env("TERM", "dumb"),
     );
     fail("exec /bin/sh", err)
+}
+
+pub const DEMO_ARG: &str = "__box-demo";
+
+/// Runs a cgroup demonstration's workload inside the box, in its cgroup,
+/// as its root without capabilities. The bound the workload checks is read
+/// before entering, where the host's cgroupfs is visible.
+pub fn demo(pid: &str, workload: &[String]) -> ! {
+    super::child::name_process("damda-demo");
+    let Some(workload) = crate::cgroups::demo::Workload::parse(workload) else {
+        fail("demo", "unknown workload");
+    };
+    join_cgroup();
+    let bound = workload.bound();
+    let (root, joined_user) = join(pid);
+    if joined_user {
+        become_box_root();
+    }
+    enter_root(root);
+    drop_capabilities();
+    std::process::exit(workload.run_within(bound))
 }
 
 pub const ESCAPE_ARG: &str = "__box-escape";

@@ -4,7 +4,7 @@
 //! Sink/Stream so tests can drive them without a socket.
 
 use super::registry::{Registry, RegistryError, SharedBox};
-use crate::engine::EngineError;
+use crate::engine::{BoxCommand, EngineError};
 use crate::terminal::{self, Running};
 use axum::extract::ws::Message;
 use damda_protocol::{
@@ -12,6 +12,7 @@ use damda_protocol::{
     MAX_COMMAND_BYTES,
 };
 use futures::{Sink, SinkExt, Stream, StreamExt};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -72,6 +73,13 @@ pub fn parse_request(text: &str) -> Result<ClientMessage, ServerMessage> {
     })
 }
 
+/// What the page asked to run in the box.
+enum Command {
+    Shell(String),
+    Escape,
+    Demo(damda_protocol::Demo),
+}
+
 /// What the writing task sends: protocol messages, or the closing frame.
 enum Outgoing {
     Message(ServerMessage),
@@ -92,6 +100,8 @@ struct Connection {
     outbox: mpsc::Sender<Outgoing>,
     terminal_allowed: bool,
     running: Option<Running>,
+    /// Whether the page shows live usage; sampling stops when it does not.
+    watching: Arc<AtomicBool>,
 }
 
 /// Runs `work` on the box off the async threads.
@@ -169,8 +179,21 @@ impl Connection {
                 self.send_outcome(outcome).await;
             }
             ClientMessage::Resume { session } => self.resume(session).await,
-            ClientMessage::Exec { command } => self.exec(Some(command)).await,
-            ClientMessage::Escape => self.exec(None).await,
+            ClientMessage::Exec { command } => self.exec(Command::Shell(command)).await,
+            ClientMessage::Escape => self.exec(Command::Escape).await,
+            ClientMessage::Demo { demo } => self.exec(Command::Demo(demo)).await,
+            ClientMessage::Limits { limits } => {
+                let outcome = with_box(&self.session, move |b| b.set_limits(limits)).await;
+                match outcome {
+                    Err(EngineError::BadLimits(err)) => {
+                        self.send(error(ErrorCode::BadLimits, err.to_string()))
+                            .await
+                    }
+                    Ok(snapshots) if snapshots.is_empty() => {}
+                    other => self.send_outcome(other).await,
+                }
+            }
+            ClientMessage::Watch { on } => self.watching.store(on, Ordering::Relaxed),
             ClientMessage::Interrupt => match &self.running {
                 Some(running) if !running.is_finished() => running.interrupt(),
                 _ => {
@@ -181,8 +204,9 @@ impl Connection {
         }
     }
 
-    /// Runs a shell command in the box, or the chroot escape without one.
-    async fn exec(&mut self, command: Option<String>) {
+    /// Runs a shell command, the chroot escape or a cgroup demonstration in
+    /// the box, streaming its output.
+    async fn exec(&mut self, command: Command) {
         if !self.terminal_allowed {
             return self
                 .send(error(
@@ -191,14 +215,15 @@ impl Connection {
                 ))
                 .await;
         }
-        let too_long = |c: &String| c.len() > MAX_COMMAND_BYTES || c.trim().is_empty();
-        if command.as_ref().is_some_and(too_long) {
-            return self
-                .send(error(
-                    ErrorCode::BadMessage,
-                    format!("a command must be 1 to {MAX_COMMAND_BYTES} bytes"),
-                ))
-                .await;
+        if let Command::Shell(line) = &command {
+            if line.len() > MAX_COMMAND_BYTES || line.trim().is_empty() {
+                return self
+                    .send(error(
+                        ErrorCode::BadMessage,
+                        format!("a command must be 1 to {MAX_COMMAND_BYTES} bytes"),
+                    ))
+                    .await;
+            }
         }
         if self.running.as_ref().is_some_and(|r| !r.is_finished()) {
             return self
@@ -208,12 +233,21 @@ impl Connection {
                 ))
                 .await;
         }
-        let pid = with_box(&self.session, |b| b.pid()).await;
-        let engine = self.registry.engine();
-        let prepared = match &command {
-            Some(command) => engine.enter_command(pid, command),
-            None => engine.escape_command(pid),
+        let (pid, cgroup_procs) = with_box(&self.session, |b| (b.pid(), b.cgroup_procs())).await;
+        if matches!(command, Command::Demo(_)) && cgroup_procs.is_empty() {
+            return self
+                .send(error(
+                    ErrorCode::NotYet,
+                    "the demonstrations need the box's own cgroup: go to the cgroups step first",
+                ))
+                .await;
+        }
+        let what = match &command {
+            Command::Shell(line) => BoxCommand::Shell(line),
+            Command::Escape => BoxCommand::Escape,
+            Command::Demo(demo) => BoxCommand::Demo(*demo),
         };
+        let prepared = self.registry.engine().box_command(pid, &cgroup_procs, what);
         match terminal::start(prepared, self.outbox.clone()) {
             Ok(running) => self.running = Some(running),
             Err(err) => {
@@ -310,7 +344,13 @@ pub async fn serve_connection<W, R, E>(
         outbox,
         terminal_allowed,
         running: None,
+        watching: Arc::new(AtomicBool::new(true)),
     };
+    let sampler = tokio::spawn(sample_usage(
+        connection.session.clone(),
+        connection.watching.clone(),
+        connection.outbox.clone(),
+    ));
     connection.send(ServerMessage::Session { id }).await;
     connection.send(snapshot_message(snapshot)).await;
 
@@ -353,8 +393,45 @@ pub async fn serve_connection<W, R, E>(
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
     }
     write_task.abort();
+    sampler.abort();
     drop(connection.running.take());
     registry.detach(&connection.id);
+}
+
+/// How often live usage is sent while a page watches.
+const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Sends the box's cgroup usage about once a second while the page watches
+/// and the box has a cgroup; reads nothing otherwise.
+async fn sample_usage(
+    session: SharedBox,
+    watching: Arc<AtomicBool>,
+    outbox: mpsc::Sender<Outgoing>,
+) {
+    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        if !watching.load(Ordering::Relaxed) {
+            continue;
+        }
+        // A box busy with a step is not waited for: the next tick will do.
+        let usage = {
+            let Ok(guard) = session.try_lock() else {
+                continue;
+            };
+            guard.usage()
+        };
+        if let Some(usage) = usage {
+            if outbox
+                .send(Outgoing::Message(ServerMessage::Usage(Box::new(usage))))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    }
 }
 
 /// The close frame for a read error: 1009 for a message over the limit,

@@ -7,6 +7,7 @@
 //! rebuilds the box in [`kernel_order`] instead.
 
 mod cgroupns;
+mod cgroups;
 mod chroot;
 mod host;
 mod ipc;
@@ -88,6 +89,7 @@ pub static ORDER: &[&dyn Step] = &[
     &net::Net,
     &user::User,
     &cgroupns::Cgroupns,
+    &cgroups::Cgroups,
 ];
 
 /// The step with this id, if this build can apply it.
@@ -196,7 +198,7 @@ mod tests {
             vec![StepId::Host, StepId::Chroot, StepId::Uts]
         );
         assert_eq!(next_after(StepId::Host), Some(StepId::Chroot));
-        assert!(is_available(StepId::Cgroupns));
+        assert!(is_available(StepId::Cgroups));
         assert!(!is_available(StepId::Run));
     }
 
@@ -259,5 +261,10 @@ mod tests {
             })
             .collect();
         assert_eq!(unshares.len(), 7, "{unshares:?}");
+        // `cgroups` re-roots the cgroup namespace after the move.
+        find(StepId::Cgroups)
+            .unwrap()
+            .apply(&kernel, &spec, Phase::Late)
+            .unwrap();
     }
 }

@@ -3,6 +3,7 @@ use std::rc::Rc;
 use damda_protocol::{NsKind, NsPair, Snapshot};
 use yew::prelude::*;
 
+use crate::components::namespace_diagram::NamespaceDiagram;
 use crate::i18n::{ns_what, Lang};
 
 #[derive(PartialEq, Properties)]
@@ -16,7 +17,7 @@ pub struct NamespaceMapProps {
 /// shared or separate, or (on the same box) the box moved to another
 /// namespace of that type. A rebuilt box has new inodes everywhere it is
 /// separate; that alone is not news.
-fn changed(now: NsPair, before: Option<NsPair>, rebuilt: bool) -> bool {
+pub(crate) fn changed(now: NsPair, before: Option<NsPair>, rebuilt: bool) -> bool {
     match before {
         None => false,
         Some(before) => {
@@ -88,6 +89,7 @@ pub fn namespace_map(props: &NamespaceMapProps) -> Html {
                     <strong>{ format!("{separate} / {}", NsKind::ALL.len()) }</strong>
                 </p>
             </header>
+            <NamespaceDiagram lang={props.lang} snapshot={snapshot.clone()} previous={props.previous.clone()} />
             <p class="card-caption">{ t.ns_caption }</p>
             <table class="ns-table">
                 <thead>

@@ -3,10 +3,10 @@ use std::rc::Rc;
 use web_sys::{Element, HtmlInputElement};
 use yew::prelude::*;
 
-use damda_protocol::{OutputStream, MAX_COMMAND_BYTES};
+use damda_protocol::{OutputStream, StepId, MAX_COMMAND_BYTES};
 
 use crate::i18n::{error_code_name, Lang};
-use crate::state::{TermChunk, Terminal as TerminalState};
+use crate::state::{EscapeOutcome, TermChunk, Terminal as TerminalState};
 
 /// Commands worth trying at any step (busybox has them all).
 const SUGGESTIONS: &[&str] = &[
@@ -25,9 +25,32 @@ pub struct TerminalProps {
     pub terminal: Rc<TerminalState>,
     /// Whether the page can talk to the box right now.
     pub ready: bool,
+    /// The box's step: the chroot escape is offered from `chroot` on.
+    pub step: StepId,
     pub on_exec: Callback<String>,
+    pub on_escape: Callback<()>,
     pub on_interrupt: Callback<()>,
     pub on_clear: Callback<()>,
+}
+
+/// An escape's output, with its verdict (the lines from `ESCAPED` or
+/// `CONTAINED` on) set apart.
+fn escape_output(class: &'static str, data: &str) -> Html {
+    let verdict = data
+        .match_indices('\n')
+        .map(|(i, _)| i + 1)
+        .chain([0])
+        .filter(|&i| data[i..].starts_with("ESCAPED") || data[i..].starts_with("CONTAINED"))
+        .min();
+    match verdict {
+        Some(at) => html! {
+            <span class={class}>
+                { &data[..at] }
+                <span class="term-verdict">{ &data[at..] }</span>
+            </span>
+        },
+        None => html! { <span class={class}>{ data }</span> },
+    }
 }
 
 /// One command at a time inside the box, its output streamed back.
@@ -121,16 +144,32 @@ pub fn terminal(props: &TerminalProps) -> Html {
         })
     };
 
+    let mut after_escape = false;
     let lines = term.chunks.iter().map(|chunk| match chunk {
-        TermChunk::Command(command) => html! {
-            <div class="term-cmd"><span class="term-prompt" aria-hidden="true">{ "# " }</span>{ command }</div>
-        },
+        TermChunk::Command(command) => {
+            after_escape = false;
+            html! {
+                <div class="term-cmd"><span class="term-prompt" aria-hidden="true">{ "# " }</span>{ command }</div>
+            }
+        }
+        TermChunk::Escape => {
+            after_escape = true;
+            html! {
+                <div class="term-cmd term-escape">
+                    <span class="term-prompt" aria-hidden="true">{ "▶ " }</span>{ t.escape_echo }
+                </div>
+            }
+        }
         TermChunk::Output(stream, data) => {
             let class = match stream {
                 OutputStream::Stdout => "term-stdout",
                 OutputStream::Stderr => "term-stderr",
             };
-            html! { <span class={class}>{ data }</span> }
+            if after_escape {
+                escape_output(class, data)
+            } else {
+                html! { <span class={class}>{ data }</span> }
+            }
         }
         TermChunk::Exited { code, signal } => {
             let text = match (code, signal) {
@@ -148,6 +187,13 @@ pub fn terminal(props: &TerminalProps) -> Html {
 
     let on_interrupt = props.on_interrupt.clone();
     let on_clear = props.on_clear.clone();
+    let on_escape = props.on_escape.clone();
+    let show_escape = props.step >= StepId::Chroot && !term.refused;
+    let outcome = if term.running {
+        None
+    } else {
+        term.escape_outcome()
+    };
     html! {
         <section class="card" id="terminal" aria-labelledby="term-title"
             data-running={term.running.to_string()}>
@@ -158,6 +204,33 @@ pub fn terminal(props: &TerminalProps) -> Html {
                 </button>
             </header>
             <p class="card-caption">{ t.term_caption }</p>
+            if show_escape {
+                <div class="escape" data-outcome={outcome.map(|o| match o {
+                    EscapeOutcome::Escaped => "escaped",
+                    EscapeOutcome::Contained => "contained",
+                })}>
+                    <div class="escape-row">
+                        <button type="button" id="btn-escape" class="btn btn-small btn-escape"
+                            disabled={!can_run} onclick={move |_| on_escape.emit(())}>
+                            <span class="ico" aria-hidden="true">{ "⤴" }</span>{ t.escape_button }
+                        </button>
+                        { match outcome {
+                            Some(EscapeOutcome::Escaped) => html! {
+                                <span class="badge badge-escaped">
+                                    <span class="ico" aria-hidden="true">{ "⚠" }</span>{ t.escape_escaped }
+                                </span>
+                            },
+                            Some(EscapeOutcome::Contained) => html! {
+                                <span class="badge badge-contained">
+                                    <span class="ico" aria-hidden="true">{ "■" }</span>{ t.escape_contained }
+                                </span>
+                            },
+                            None => html! {},
+                        } }
+                    </div>
+                    <p class="escape-note">{ t.escape_note }</p>
+                </div>
+            }
             <pre class="term-out" ref={output} aria-live="polite" tabindex="0">
                 if term.chunks.is_empty() {
                     <span class="term-hint">{ t.term_empty }</span>
