@@ -153,6 +153,71 @@ async fn first_snapshot(bin: &str, loads: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The CPU time a process has used so far (utime + stime, clock ticks).
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = &stat[stat.rfind(')').context("stat")? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+}
+
+/// Server CPU% with `boxes` pages at the cgroups step, sampled at 1 Hz,
+/// against the same pages not watching.
+async fn sampling_overhead(bin: &str, boxes: usize, seconds: u64) -> anyhow::Result<()> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut server, url) = serve(bin).await?;
+    let pid = server.id().context("server pid")?;
+    let ws_url = url.replace("http://", "ws://") + "ws";
+    let mut sockets = Vec::new();
+    for _ in 0..boxes {
+        let (mut socket, _) = tokio_tungstenite::connect_async(ws_url.as_str()).await?;
+        socket
+            .send(Message::text(r#"{"type":"goto","step":"cgroups"}"#))
+            .await?;
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(30), socket.next())
+                .await?
+                .context("socket closed")??;
+            let text = frame.into_text()?;
+            if text.contains(r#""type":"snapshot""#) && text.contains(r#""step":"cgroups""#) {
+                break;
+            }
+            if text.contains(r#""type":"error""#) {
+                bail!("the server refused: {text}");
+            }
+        }
+        sockets.push(socket);
+    }
+    let hz = 100.0; // USER_HZ
+    let measure = |label: &'static str| -> anyhow::Result<()> {
+        let before = cpu_ticks(pid)?;
+        std::thread::sleep(Duration::from_secs(seconds));
+        let used = (cpu_ticks(pid)? - before) as f64 / hz;
+        println!(
+            "{label:<36} {:>8.2} % of one core over {seconds} s",
+            100.0 * used / seconds as f64
+        );
+        Ok(())
+    };
+    println!("== server CPU with {boxes} boxes at the cgroups step");
+    // Sockets are not read while measuring: usage messages queue in the
+    // kernel's buffers, which is cheap and does not change the server's work.
+    let watched = measure("sampled at 1 Hz (pages watching)");
+    for socket in &mut sockets {
+        socket
+            .send(Message::text(r#"{"type":"watch","on":false}"#))
+            .await?;
+    }
+    let idle = measure("not sampled (pages hidden)");
+    for mut socket in sockets {
+        let _ = socket.close(None).await;
+    }
+    nix_term(&mut server).await?;
+    watched?;
+    idle
+}
+
 /// SIGTERM, so the server destroys its boxes, then wait.
 async fn nix_term(server: &mut tokio::process::Child) -> anyhow::Result<()> {
     if let Some(pid) = server.id() {
@@ -180,5 +245,7 @@ fn main() -> anyhow::Result<()> {
         concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/damda").to_owned()
     });
     steps(runs, &bin)?;
-    tokio::runtime::Runtime::new()?.block_on(first_snapshot(&bin, 10.min(runs)))
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(sampling_overhead(&bin, 10, 10))?;
+    runtime.block_on(first_snapshot(&bin, 10.min(runs)))
 }

@@ -653,8 +653,14 @@ pub struct WalkEnd {
 impl HeldWalk {
     /// Walks to `to` and holds the box there.
     pub fn start(to: &str) -> Self {
+        Self::start_with_env(to, &[])
+    }
+
+    /// [`HeldWalk::start`] with extra environment (DAMDA_DATA).
+    pub fn start_with_env(to: &str, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(damda_bin())
             .args(["walk", "--to", to, "--hold"])
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -1157,4 +1163,385 @@ pub fn wait_helpers(server: &Server, expected: &[u32]) {
             Err(format!("{now:?}, expected {expected:?}"))
         }
     });
+}
+
+// ----------------------------------------------------------- namespaces --
+
+/// The step that gives a box its own namespace of `kind`, if any does.
+pub fn step_separating(kind: NsKind) -> Option<StepId> {
+    match kind {
+        NsKind::Uts => Some(StepId::Uts),
+        NsKind::Pid => Some(StepId::Pid),
+        NsKind::Mnt => Some(StepId::Mnt),
+        NsKind::Ipc => Some(StepId::Ipc),
+        NsKind::Net => Some(StepId::Net),
+        NsKind::User => Some(StepId::User),
+        NsKind::Cgroup => Some(StepId::Cgroupns),
+        NsKind::Time => None,
+    }
+}
+
+/// The namespace types a box has of its own once it stands at `step`, in
+/// [`NsKind::ALL`] order: every namespace step up to it adds one.
+pub fn separated_at(step: StepId) -> Vec<&'static str> {
+    NsKind::ALL
+        .into_iter()
+        .filter(|kind| step_separating(*kind).is_some_and(|s| s <= step))
+        .map(NsKind::proc_name)
+        .collect()
+}
+
+/// The `nsenter` option that enters a namespace of `kind`.
+pub fn nsenter_flag(kind: NsKind) -> &'static str {
+    match kind {
+        NsKind::Uts => "-u",
+        NsKind::Pid => "-p",
+        NsKind::Mnt => "-m",
+        NsKind::Ipc => "-i",
+        NsKind::Net => "-n",
+        NsKind::User => "-U",
+        NsKind::Cgroup => "-C",
+        NsKind::Time => "-T",
+    }
+}
+
+/// `lsns -p PID -o NS,TYPE,ONS --noheadings`: (type, inode, owning user
+/// namespace's inode) for every type listed.
+pub fn lsns_owners(pid: u32) -> Vec<(String, u64, u64)> {
+    run_ok(
+        "lsns",
+        &["-p", &pid.to_string(), "-o", "TYPE,NS,ONS", "--noheadings"],
+    )
+    .lines()
+    .filter(|line| !line.trim().is_empty())
+    .map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let number = |i: usize| -> u64 {
+            fields
+                .get(i)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("lsns line {line:?}"))
+        };
+        (fields[0].to_owned(), number(1), number(2))
+    })
+    .collect()
+}
+
+/// `nsenter -t PID ARGS…` to completion (20 s at most).
+pub fn nsenter(pid: u32, args: &[&str]) -> Output {
+    let pid = pid.to_string();
+    let mut full = vec!["-t", pid.as_str()];
+    full.extend_from_slice(args);
+    run("nsenter", &full, Duration::from_secs(20))
+}
+
+/// [`nsenter`] that must succeed; returns its standard output.
+pub fn nsenter_ok(pid: u32, args: &[&str]) -> String {
+    let output = nsenter(pid, args);
+    assert!(
+        output.status.success(),
+        "nsenter -t {pid} {args:?} failed ({}): {}{}",
+        output.status,
+        output.stdout,
+        output.stderr
+    );
+    output.stdout
+}
+
+/// The value of one `Key:` line of /proc/PID/status, if present.
+pub fn status_value(pid: u32, key: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        (name == key).then(|| value.trim().to_owned())
+    })
+}
+
+/// The numbers of a status line such as `NSpid:` or `Uid:`.
+pub fn status_numbers(pid: u32, key: &str) -> Vec<u64> {
+    let value =
+        status_value(pid, key).unwrap_or_else(|| panic!("/proc/{pid}/status has no {key} line"));
+    value
+        .split_whitespace()
+        .map(|n| {
+            n.parse()
+                .unwrap_or_else(|e| panic!("{key} of {pid}: {value:?}: {e}"))
+        })
+        .collect()
+}
+
+/// A capability set line of /proc/PID/status (`CapEff` …) as a number.
+pub fn status_caps(pid: u32, key: &str) -> u64 {
+    let value =
+        status_value(pid, key).unwrap_or_else(|| panic!("/proc/{pid}/status has no {key} line"));
+    u64::from_str_radix(&value, 16).unwrap_or_else(|e| panic!("{key} {value:?}: {e}"))
+}
+
+/// `text` with every run of blanks made one space and blank lines dropped,
+/// as a list of lines: uid_map's column padding does not matter.
+pub fn normalise_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|line| !line.is_empty())
+        .collect()
+}
+
+/// One line of a mountinfo file (proc(5)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountLine {
+    pub id: u32,
+    pub parent: u32,
+    /// `major:minor` of the filesystem.
+    pub dev: String,
+    /// The directory of the filesystem mounted here.
+    pub root: String,
+    /// Where it is mounted, relative to the reader's root.
+    pub point: String,
+    /// Optional fields such as `shared:1` or `master:2`.
+    pub optional: Vec<String>,
+    pub fstype: String,
+}
+
+/// Parses mountinfo text.
+pub fn parse_mountinfo(text: &str) -> Vec<MountLine> {
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let dash = fields
+                .iter()
+                .position(|f| *f == "-")
+                .unwrap_or_else(|| panic!("mountinfo line without '-': {line:?}"));
+            assert!(dash >= 6 && fields.len() > dash + 1, "{line:?}");
+            MountLine {
+                id: fields[0].parse().expect("mount id"),
+                parent: fields[1].parse().expect("parent id"),
+                dev: fields[2].to_owned(),
+                root: fields[3].to_owned(),
+                point: fields[4].to_owned(),
+                optional: fields[6..dash].iter().map(|f| (*f).to_owned()).collect(),
+                fstype: fields[dash + 1].to_owned(),
+            }
+        })
+        .collect()
+}
+
+/// /proc/PID/mountinfo: the mount table of `pid`'s mount namespace, as seen
+/// from its root.
+pub fn mountinfo_of(pid: u32) -> Vec<MountLine> {
+    let path = format!("/proc/{pid}/mountinfo");
+    parse_mountinfo(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}")),
+    )
+}
+
+/// The paths of /proc/PID/cgroup text (`hierarchy:controllers:path`), in order.
+pub fn cgroup_paths(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            line.splitn(3, ':')
+                .nth(2)
+                .unwrap_or_else(|| panic!("cgroup line {line:?}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The msqid column of `ipcs -q` output.
+pub fn sysv_queue_ids(ipcs_output: &str) -> Vec<u32> {
+    ipcs_output
+        .lines()
+        .filter(|line| line.starts_with("0x"))
+        .filter_map(|line| line.split_whitespace().nth(1)?.parse().ok())
+        .collect()
+}
+
+/// A System V message queue made on the host with `ipcmk -Q`, removed with
+/// `ipcrm -q ID` when dropped (a failing test included).
+pub struct SysvQueue {
+    pub id: u32,
+}
+
+impl SysvQueue {
+    pub fn create() -> Self {
+        let out = run_ok("ipcmk", &["-Q"]);
+        let id = out
+            .trim()
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("ipcmk -Q printed {out:?}"));
+        SysvQueue { id }
+    }
+
+    /// Whether `ipcs -q` on the host lists it.
+    pub fn on_host(&self) -> bool {
+        sysv_queue_ids(&run_ok("ipcs", &["-q"])).contains(&self.id)
+    }
+}
+
+impl Drop for SysvQueue {
+    fn drop(&mut self) {
+        let _ = run(
+            "ipcrm",
+            &["-q", &self.id.to_string()],
+            Duration::from_secs(10),
+        );
+    }
+}
+
+/// The POSIX message queues of the host's IPC namespace, listed by mounting
+/// an mqueue filesystem in a throwaway mount namespace (nothing shows on the
+/// host's mount table).
+pub fn host_mqueues() -> Vec<String> {
+    static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("e2e-mq-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("creating a mount point");
+    let dir_text = dir.to_string_lossy().into_owned();
+    let output = run(
+        "unshare",
+        &[
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            r#"mount -t mqueue none "$1" && ls -1 "$1""#,
+            "sh",
+            &dir_text,
+        ],
+        Duration::from_secs(20),
+    );
+    let _ = std::fs::remove_dir(&dir);
+    assert!(
+        output.status.success(),
+        "listing message queues: {}",
+        output.stderr
+    );
+    normalise_lines(&output.stdout)
+}
+
+/// Every descendant of `pid` now (children, their children…).
+pub fn descendants_of(pid: u32) -> Vec<u32> {
+    let Ok(listing) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let parents: Vec<(u32, u32)> = listing
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| Some((p, ppid_of(p)?)))
+        .collect();
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// A process started by a test together with everything it forks: the whole
+/// tree is SIGKILLed and waited for when dropped (a failing test included).
+pub struct SpawnedTree {
+    pub child: Child,
+}
+
+impl SpawnedTree {
+    pub fn start(program: &str, args: &[&str]) -> Self {
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {program} {args:?}: {e}"));
+        SpawnedTree { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The one process the started one forked, once it exists and has
+    /// exec'd `comm` (e.g. the PID namespace's first process after
+    /// `unshare --fork`).
+    pub fn forked(&self, comm: &str) -> u32 {
+        let pid = self.pid();
+        poll(STEP_TIMEOUT, &format!("{pid} to fork {comm}"), || {
+            let children: Vec<u32> = descendants_of(pid)
+                .into_iter()
+                .filter(|p| ppid_of(*p) == Some(pid))
+                .collect();
+            match children.as_slice() {
+                [only] if comm_of(*only).as_deref() == Some(comm) => Ok(*only),
+                other => Err(format!(
+                    "children {other:?}: {:?}",
+                    other.iter().map(|p| comm_of(*p)).collect::<Vec<_>>()
+                )),
+            }
+        })
+    }
+}
+
+impl Drop for SpawnedTree {
+    fn drop(&mut self) {
+        let tree = descendants_of(self.pid());
+        for pid in &tree {
+            signal(*pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in tree {
+            let _ = wait_gone(pid, GONE_TIMEOUT);
+        }
+    }
+}
+
+/// /proc/PID/comm, if the process exists.
+pub fn comm_of(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|c| c.trim().to_owned())
+}
+
+/// `damda __box-escape PID`: the chroot escape, run for real.
+pub fn box_escape(pid: u32) -> Output {
+    run(
+        damda_bin(),
+        &["__box-escape", &pid.to_string()],
+        Duration::from_secs(20),
+    )
+}
+
+impl TempData {
+    /// A data directory of its own with a full copy of the prepared rootfs
+    /// (and nothing else): boxes, ledger and mounts made with it are the
+    /// test's own.
+    pub fn with_rootfs(label: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("damda-e2e-{}-{label}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("creating the temp data dir");
+        let source = rootfs().to_string_lossy().into_owned();
+        let target = dir.join("rootfs").to_string_lossy().into_owned();
+        run_ok("cp", &["-a", &source, &target]);
+        TempData { dir }
+    }
+
+    /// The names in one of its directories (`boxes`, `ledger`), sorted.
+    pub fn entries(&self, sub: &str) -> Vec<String> {
+        let dir = self.dir.join(sub);
+        if !dir.exists() {
+            return Vec::new();
+        }
+        top_level(&dir)
+    }
 }

@@ -39,12 +39,15 @@ impl Step for User {
     fn commands(&self, spec: &BoxSpec, pid: u32) -> Vec<String> {
         let map = spec.ids.map_line();
         let map = map.trim_end();
+        let outside = spec.ids.outside;
         vec![
-            "unshare -U /bin/sh          # a shell in a new user namespace (not from inside a chroot: EPERM)".to_owned(),
-            format!("echo '{map}' > /proc/{pid}/uid_map   # from the host, as root"),
-            format!("echo '{map}' > /proc/{pid}/gid_map"),
-            "id                          # uid=0(root) inside".to_owned(),
-            format!("grep -E 'Uid|Cap' /proc/{pid}/status   # from the host: uid {}", spec.ids.outside),
+            "unshare -U sleep 600 & P=$!    # from the host (inside a chroot: EPERM)".to_owned(),
+            format!("echo '{map}' > /proc/$P/uid_map; echo '{map}' > /proc/$P/gid_map"),
+            "nsenter -t $P -U -S 0 -G 0 /bin/sh   # become root inside it".to_owned(),
+            "id; grep Cap /proc/self/status      # uid 0, every capability — here only".to_owned(),
+            format!(
+                "grep -E 'Uid|Cap' /proc/{pid}/status   # the box from the host: uid {outside}"
+            ),
             format!("cat /proc/{pid}/uid_map"),
         ]
     }
