@@ -439,7 +439,12 @@ impl BoxSession {
         let mut commands = steps::find(step)
             .map(|s| s.commands(&self.live.spec, pid))
             .unwrap_or_default();
-        let cgroup = self.live.cgroup.as_ref().map(cgroup_view);
+        let layout = self.engine.layout.as_ref().map(Layout::describe);
+        let cgroup = self
+            .live
+            .cgroup
+            .as_ref()
+            .map(|group| cgroup_view(group, layout.clone().unwrap_or_default()));
         if let (StepId::Cgroups, Some(view)) = (step, &cgroup) {
             commands.extend(view.commands.iter().cloned());
         }
@@ -621,7 +626,7 @@ impl BoxSession {
 }
 
 /// What the page shows of a box's cgroup.
-fn cgroup_view(group: &BoxCgroup) -> CgroupView {
+fn cgroup_view(group: &BoxCgroup, layout: String) -> CgroupView {
     let files = |writes: Vec<crate::cgroups::FileWrite>| {
         writes
             .into_iter()
@@ -635,7 +640,7 @@ fn cgroup_view(group: &BoxCgroup) -> CgroupView {
     let other = version.other();
     CgroupView {
         version: version.to_string(),
-        layout: Layout::detect().map(|l| l.describe()).unwrap_or_default(),
+        layout,
         dirs: group
             .dirs()
             .iter()

@@ -31,26 +31,6 @@ fn on_path(tool: &str) -> Option<String> {
         .map(|found| found.display().to_string())
 }
 
-/// The cgroup layout: v2 only, v1 (possibly hybrid with an empty v2), or none.
-pub fn cgroup_layout() -> String {
-    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let v1 = mounts
-        .lines()
-        .filter(|l| l.split_whitespace().nth(2) == Some("cgroup"))
-        .count();
-    let v2 = mounts
-        .lines()
-        .filter(|l| l.split_whitespace().nth(2) == Some("cgroup2"))
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .collect::<Vec<_>>();
-    match (v1, v2.as_slice()) {
-        (0, [mount, ..]) => format!("cgroup v2 only, at {mount}"),
-        (n, []) if n > 0 => format!("cgroup v1 ({n} hierarchies)"),
-        (n, [mount, ..]) => format!("hybrid: {n} cgroup v1 hierarchies and cgroup2 at {mount}"),
-        _ => "no cgroup filesystem mounted".to_owned(),
-    }
-}
-
 pub fn diagnose(paths: &Paths) -> Vec<Finding> {
     let mut findings = Vec::new();
     let root = nix::unistd::geteuid().is_root();
@@ -99,7 +79,16 @@ pub fn diagnose(paths: &Paths) -> Vec<Finding> {
             "not in /proc/filesystems (modprobe overlay)".into()
         },
     ));
-    findings.push(finding(true, false, "cgroups", cgroup_layout()));
+    let layout = crate::cgroups::Layout::detect();
+    findings.push(finding(
+        layout.is_ok(),
+        false,
+        "cgroups",
+        match layout {
+            Ok(layout) => layout.describe(),
+            Err(err) => format!("{err}: the cgroups step cannot run"),
+        },
+    ));
     let rootfs = paths.rootfs().join("bin/busybox");
     findings.push(finding(
         rootfs.exists(),
