@@ -625,6 +625,14 @@ impl BoxSession {
     }
 }
 
+/// `v1` or `v2`, as the protocol names them.
+fn version_id(version: crate::cgroups::CgroupVersion) -> &'static str {
+    match version {
+        crate::cgroups::CgroupVersion::V1 => "v1",
+        crate::cgroups::CgroupVersion::V2 => "v2",
+    }
+}
+
 /// What the page shows of a box's cgroup.
 fn cgroup_view(group: &BoxCgroup, layout: String) -> CgroupView {
     let files = |writes: Vec<crate::cgroups::FileWrite>| {
@@ -639,7 +647,7 @@ fn cgroup_view(group: &BoxCgroup, layout: String) -> CgroupView {
     let version = group.version();
     let other = version.other();
     CgroupView {
-        version: version.to_string(),
+        version: version_id(version).into(),
         layout,
         dirs: group
             .dirs()
@@ -649,7 +657,7 @@ fn cgroup_view(group: &BoxCgroup, layout: String) -> CgroupView {
         limits: group.limits().clone(),
         written: files(group.written()),
         commands: group.equivalent_commands(version),
-        other_version: other.to_string(),
+        other_version: version_id(other).into(),
         other_files: files(group.files_for(other)),
         other_commands: group.equivalent_commands(other),
         docker: crate::cgroups::docker_command(group.limits()),

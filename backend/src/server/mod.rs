@@ -154,14 +154,18 @@ async fn reap(registry: Arc<Registry>) {
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves at SIGTERM or SIGINT. The handlers are installed when this is
+/// called, so call it before anyone can learn the server is up.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 /// Serves until SIGINT or SIGTERM; every box is destroyed before returning.
@@ -187,13 +191,14 @@ pub async fn serve(engine: Arc<Engine>, options: ServeOptions) -> anyhow::Result
         Some(token) => format!("http://{shown}/?token={token}"),
         None => format!("http://{shown}/"),
     };
+    let shutdown = shutdown_signal()?;
     println!("{url}");
     use std::io::Write;
     std::io::stdout().flush()?;
 
     let reaper = tokio::spawn(reap(registry.clone()));
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await?;
     reaper.abort();
     session::destroy(registry.drain()).await;

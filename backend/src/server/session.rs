@@ -189,7 +189,12 @@ impl Connection {
                         self.send(error(ErrorCode::BadLimits, err.to_string()))
                             .await
                     }
-                    Ok(snapshots) if snapshots.is_empty() => {}
+                    // Kept for the cgroups step: the page gets the box as it is.
+                    Ok(snapshots) if snapshots.is_empty() => {
+                        let outcome =
+                            with_box(&self.session, |b| b.snapshot().map(|s| vec![s])).await;
+                        self.send_outcome(outcome).await
+                    }
                     other => self.send_outcome(other).await,
                 }
             }
