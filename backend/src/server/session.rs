@@ -102,7 +102,13 @@ struct Connection {
     running: Option<Running>,
     /// Whether the page shows live usage; sampling stops when it does not.
     watching: Arc<AtomicBool>,
+    /// The box the sampler reads, weakly: a box let go (a resume replaced
+    /// it) must be destroyed, not kept alive by its sampler.
+    sampled: SampledBox,
 }
+
+type SampledBox =
+    Arc<std::sync::Mutex<std::sync::Weak<std::sync::Mutex<crate::engine::BoxSession>>>>;
 
 /// Runs `work` on the box off the async threads.
 async fn with_box<T: Send + 'static>(
@@ -281,6 +287,7 @@ impl Connection {
         let fresh = self.registry.remove(&self.id);
         destroy(fresh.into_iter().collect()).await;
         self.id = id.clone();
+        *self.sampled.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&old);
         self.session = old;
         self.send(ServerMessage::Session { id }).await;
         let outcome = with_box(&self.session, |b| b.snapshot().map(|s| vec![s])).await;
@@ -342,6 +349,7 @@ pub async fn serve_connection<W, R, E>(
         }
     });
 
+    let sampled: SampledBox = Arc::new(std::sync::Mutex::new(Arc::downgrade(&session)));
     let mut connection = Connection {
         registry: registry.clone(),
         id: id.clone(),
@@ -350,9 +358,10 @@ pub async fn serve_connection<W, R, E>(
         terminal_allowed,
         running: None,
         watching: Arc::new(AtomicBool::new(true)),
+        sampled,
     };
     let sampler = tokio::spawn(sample_usage(
-        connection.session.clone(),
+        connection.sampled.clone(),
         connection.watching.clone(),
         connection.outbox.clone(),
     ));
@@ -409,7 +418,7 @@ const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Sends the box's cgroup usage about once a second while the page watches
 /// and the box has a cgroup; reads nothing otherwise.
 async fn sample_usage(
-    session: SharedBox,
+    sampled: SampledBox,
     watching: Arc<AtomicBool>,
     outbox: mpsc::Sender<Outgoing>,
 ) {
@@ -420,12 +429,13 @@ async fn sample_usage(
         if !watching.load(Ordering::Relaxed) {
             continue;
         }
+        let Some(session) = sampled.lock().unwrap_or_else(|e| e.into_inner()).upgrade() else {
+            continue;
+        };
         // A box busy with a step is not waited for: the next tick will do.
-        let usage = {
-            let Ok(guard) = session.try_lock() else {
-                continue;
-            };
-            guard.usage()
+        let usage = match session.try_lock() {
+            Ok(guard) => guard.usage(),
+            Err(_) => continue,
         };
         if let Some(usage) = usage {
             if outbox
