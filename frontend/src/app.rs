@@ -1,16 +1,19 @@
 //! The page: header, stepper, controls, then the lesson next to live views.
 
-use damda_protocol::{ClientMessage, ServerMessage, StepId};
+use damda_protocol::{CgroupLimits, ClientMessage, Demo, ServerMessage, StepId};
 use wasm_bindgen::JsValue;
 use yew::prelude::*;
 
 use crate::components::busy_indicator::BusyIndicator;
+use crate::components::cgroup_card::CgroupCard;
 use crate::components::commands_panel::CommandsPanel;
 use crate::components::controls::Controls;
+use crate::components::demo_panel::DemoPanel;
 use crate::components::error_banner::ErrorBanner;
 use crate::components::header::Header;
 use crate::components::ipc_probe::IpcProbe;
 use crate::components::lesson_pane::LessonPane;
+use crate::components::limits_form::LimitsForm;
 use crate::components::links_view::LinksView;
 use crate::components::namespace_map::NamespaceMap;
 use crate::components::proc_files::ProcFiles;
@@ -19,11 +22,13 @@ use crate::components::process_tree::ProcessTree;
 use crate::components::rebuild_note::RebuildNote;
 use crate::components::stepper::{step_title, Stepper};
 use crate::components::terminal::Terminal;
+use crate::components::usage_gauges::UsageGauges;
 use crate::hooks::use_arrow_keys::use_arrow_keys;
 use crate::hooks::use_damda_socket::{use_damda_socket, SocketEvent};
 use crate::hooks::use_errno::use_errno;
 use crate::hooks::use_lesson::use_lesson;
 use crate::hooks::use_steps::use_steps;
+use crate::hooks::use_watch::use_watch;
 use crate::i18n::Lang;
 use crate::state::{Action, Connection, LessonView, ServerError, State};
 
@@ -44,6 +49,14 @@ fn remember_lang(lang: Lang) {
     if let Ok(Some(storage)) = gloo::utils::window().local_storage() {
         let _ = storage.set_item(LANG_KEY, lang.code());
     }
+}
+
+/// `performance.now()` in ms (0 where there is no performance API).
+fn now_ms() -> f64 {
+    gloo::utils::window()
+        .performance()
+        .map(|p| p.now())
+        .unwrap_or_default()
 }
 
 /// For the benchmark: when the first snapshot reached the screen.
@@ -70,6 +83,7 @@ fn socket_action(event: SocketEvent) -> Action {
             ServerMessage::Busy { message } => Action::Busy(message),
             ServerMessage::Output { stream, data } => Action::TermOutput(stream, data),
             ServerMessage::Exited { code, signal } => Action::TermExited { code, signal },
+            ServerMessage::Usage(stats) => Action::Usage(stats, now_ms()),
             ServerMessage::Error {
                 code,
                 message,
@@ -101,6 +115,7 @@ pub fn app() -> Html {
         state.steps.is_none() && state.connection == Connection::Open,
         state.dispatcher(),
     );
+    use_watch(socket.clone(), state.connection == Connection::Open);
     let errno = use_errno(lang);
     let current = state.current_step();
     let lesson_id = match state.view {
@@ -211,6 +226,29 @@ pub fn app() -> Html {
             }
         })
     };
+    let on_demo = {
+        let state = state.clone();
+        let socket = socket.clone();
+        Callback::from(move |demo: Demo| {
+            if !state.terminal.running && socket.send(ClientMessage::Demo { demo }) {
+                state.dispatch(Action::DemoSent(demo));
+            }
+        })
+    };
+    let on_limits = {
+        let state = state.clone();
+        let socket = socket.clone();
+        Callback::from(move |limits: CgroupLimits| {
+            let applying = state.snapshot.as_ref().is_some_and(|s| s.cgroup.is_some());
+            if state.can_send()
+                && socket.send(ClientMessage::Limits {
+                    limits: limits.clone(),
+                })
+            {
+                state.dispatch(Action::LimitsSent { limits, applying });
+            }
+        })
+    };
     let on_interrupt = {
         let socket = socket.clone();
         Callback::from(move |()| {
@@ -255,25 +293,87 @@ pub fn app() -> Html {
             let mut extra = [tree, links, ipc];
             let first = extra.get_mut(featured).and_then(Option::take);
             let rest = extra.into_iter().flatten();
+
+            let ready = state.connection == Connection::Open;
+            let terminal = html! {
+                <Terminal {lang}
+                    terminal={state.terminal.clone()}
+                    {ready}
+                    step={snapshot.step}
+                    {on_exec}
+                    {on_escape}
+                    {on_interrupt}
+                    {on_clear} />
+            };
+            // From the cgroups step on: live usage with the demonstrations,
+            // the cgroup itself, and its limits (the form shows one step
+            // early, so the limits can be chosen before they are applied).
+            let usage = snapshot.cgroup.as_ref().map(|cgroup| {
+                let demos = (!state.terminal.refused).then(|| {
+                    html! {
+                        <DemoPanel {lang}
+                            can_run={ready && !state.terminal.running}
+                            running={state.terminal.running_demo()}
+                            baseline={state.demo_baseline.clone()}
+                            now={state.usage.latest().map(|s| s.stats.clone())}
+                            {on_demo} />
+                    }
+                });
+                html! {
+                    <UsageGauges {lang}
+                        usage={state.usage.clone()}
+                        seed={cgroup.usage.clone()}
+                        limits={cgroup.limits.clone()}>
+                        { for demos }
+                    </UsageGauges>
+                }
+            });
+            let card = snapshot
+                .cgroup
+                .clone()
+                .map(|cgroup| html! { <CgroupCard {lang} {cgroup} /> });
+            let limits =
+                (snapshot.cgroup.is_some() || snapshot.step == StepId::Cgroupns).then(|| {
+                    let current = snapshot
+                        .cgroup
+                        .as_ref()
+                        .map(|c| c.limits.clone())
+                        .or_else(|| state.limits.sent.clone())
+                        .unwrap_or_default();
+                    html! {
+                        <LimitsForm {lang} {current}
+                            applies_now={snapshot.cgroup.is_some()}
+                            ready={state.can_send()}
+                            state={state.limits.clone()}
+                            on_submit={on_limits} />
+                    }
+                });
+            // On the cgroups step the demonstrations, their output and the
+            // gauges they move come first, together; later they follow the
+            // namespace map like the other views.
+            let (top, middle, bottom) = if snapshot.step == StepId::Cgroups {
+                let top = html! {
+                    <>{ for usage }{ terminal }{ for card }{ for limits }</>
+                };
+                (Some(top), None, None)
+            } else {
+                let middle = html! { <>{ for usage }{ for card }{ for limits }</> };
+                (None, Some(middle), Some(terminal))
+            };
             html! {
                 <>
+                    { for top }
                     if let Some(note) = snapshot.rebuild.clone() {
                         <RebuildNote {lang} {note} errno={errno.clone()} />
                     }
                     <NamespaceMap {lang} snapshot={snapshot.clone()} previous={previous.clone()} />
                     { for first }
+                    { for middle }
                     <ProcessCard {lang} snapshot={snapshot.clone()} {previous} />
                     { for rest }
                     { for files }
                     <CommandsPanel {lang} snapshot={snapshot.clone()} />
-                    <Terminal {lang}
-                        terminal={state.terminal.clone()}
-                        ready={state.connection == Connection::Open}
-                        step={snapshot.step}
-                        {on_exec}
-                        {on_escape}
-                        {on_interrupt}
-                        {on_clear} />
+                    { for bottom }
                 </>
             }
         }

@@ -2,7 +2,7 @@
 //! comes from the server as rendered HTML. Only the words the page needs to
 //! label what it shows live in Rust.
 
-use damda_protocol::{ErrorCode, NsKind};
+use damda_protocol::{Demo, ErrorCode, NsKind};
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Lang {
@@ -140,6 +140,66 @@ pub struct Texts {
     pub escape_contained: &'static str,
     pub caps_own_userns: &'static str,
     pub caps_host_userns: &'static str,
+    pub cg_title: &'static str,
+    pub cg_caption: &'static str,
+    pub cg_version: &'static str,
+    pub cg_layout: &'static str,
+    pub cg_dirs: &'static str,
+    pub cg_limits: &'static str,
+    pub cg_memory: &'static str,
+    pub cg_cpu: &'static str,
+    pub cg_pids: &'static str,
+    pub cg_io_weight: &'static str,
+    pub cg_unlimited: &'static str,
+    pub cg_cores: &'static str,
+    pub cg_no_swap: &'static str,
+    pub cg_swap: &'static str,
+    pub cg_written: &'static str,
+    pub cg_col_file: &'static str,
+    pub cg_col_value: &'static str,
+    pub cg_commands: &'static str,
+    pub cg_docker: &'static str,
+    pub cg_skipped: &'static str,
+    pub cg_note_net: &'static str,
+    pub cg_note_devices: &'static str,
+    pub usage_title: &'static str,
+    pub usage_caption: &'static str,
+    pub usage_waiting: &'static str,
+    pub usage_of_core: &'static str,
+    pub usage_limit: &'static str,
+    pub usage_none: &'static str,
+    pub usage_io: &'static str,
+    pub usage_read: &'static str,
+    pub usage_write: &'static str,
+    pub usage_oom: &'static str,
+    pub usage_failcnt: &'static str,
+    pub usage_throttled: &'static str,
+    pub usage_refused: &'static str,
+    pub usage_at_limit: &'static str,
+    pub demos_title: &'static str,
+    pub demos_caption: &'static str,
+    pub demo_memory: &'static str,
+    pub demo_memory_watch: &'static str,
+    pub demo_fork: &'static str,
+    pub demo_fork_watch: &'static str,
+    pub demo_cpu: &'static str,
+    pub demo_cpu_watch: &'static str,
+    pub demo_echo: &'static str,
+    pub demo_result: &'static str,
+    pub limits_title: &'static str,
+    pub limits_before: &'static str,
+    pub limits_after: &'static str,
+    pub limits_memory: &'static str,
+    pub limits_cpus: &'static str,
+    pub limits_pids: &'static str,
+    pub limits_blank: &'static str,
+    pub limits_apply: &'static str,
+    pub limits_save: &'static str,
+    pub limits_applying: &'static str,
+    pub limits_saved: &'static str,
+    pub limits_not_number: &'static str,
+    pub limits_refused: &'static str,
+    pub limits_defaults: &'static str,
 }
 
 pub static KO: Texts = Texts {
@@ -247,6 +307,66 @@ pub static KO: Texts = Texts {
     escape_contained: "갇혀 있음: / 는 호스트의 루트가 아님",
     caps_own_userns: "상자 자신의 사용자 네임스페이스 안에서만 유효",
     caps_host_userns: "호스트 프로세스의 사용자 네임스페이스 기준",
+    cg_title: "cgroup: 자원 제한",
+    cg_caption: "커널이 상자의 프로세스 전체가 쓰는 메모리·CPU·프로세스 수를 세고 한도에서 막습니다",
+    cg_version: "쓰는 버전",
+    cg_layout: "호스트의 cgroup 구성",
+    cg_dirs: "상자의 cgroup 디렉터리",
+    cg_limits: "지금 한도",
+    cg_memory: "메모리",
+    cg_cpu: "CPU",
+    cg_pids: "프로세스 수",
+    cg_io_weight: "I/O 가중치",
+    cg_unlimited: "제한 없음",
+    cg_cores: "코어",
+    cg_no_swap: "스왑 없음",
+    cg_swap: "스왑",
+    cg_written: "damda가 쓴 파일",
+    cg_col_file: "파일",
+    cg_col_value: "쓴 값",
+    cg_commands: "같은 일을 손으로 (root 셸)",
+    cg_docker: "docker로는 한 줄",
+    cg_skipped: "이 커널에서 걸지 못한 한도",
+    cg_note_net: "네트워크 대역폭은 cgroup v2 컨트롤러가 아닙니다: v1의 net_cls·net_prio가 패킷에 표시를 달고, 실제로 속도를 묶는 건 tc(트래픽 제어)입니다.",
+    cg_note_devices: "v2의 장치 제한은 파일이 아니라 cgroup에 붙이는 eBPF 프로그램입니다. damda는 그 규칙을 보여 주기만 하고 붙이지는 않습니다.",
+    usage_title: "실시간 사용량",
+    usage_caption: "상자의 cgroup 파일을 1초마다 읽은 값 · 그래프는 최근 60초",
+    usage_waiting: "첫 측정값을 기다리는 중…",
+    usage_of_core: "한 코어 기준",
+    usage_limit: "한도",
+    usage_none: "이 커널에는 없음",
+    usage_io: "디스크 I/O",
+    usage_read: "읽기",
+    usage_write: "쓰기",
+    usage_oom: "OOM kill",
+    usage_failcnt: "한도 도달",
+    usage_throttled: "스로틀된 주기",
+    usage_refused: "거절된 fork",
+    usage_at_limit: "한도에 닿음",
+    demos_title: "한도 체험",
+    demos_caption: "상자 안에서 잠깐(최대 몇 초) 일부러 자원을 바닥내 봅니다. 출력은 아래 터미널에 나옵니다.",
+    demo_memory: "메모리 폭식",
+    demo_memory_watch: "메모리 한도를 넘기면 커널이 프로세스를 죽입니다: OOM kill 숫자를 보세요.",
+    demo_fork: "포크 폭탄",
+    demo_fork_watch: "프로세스 수 한도(pids.max)에서 fork가 거절됩니다: 거절된 fork 숫자를 보세요.",
+    demo_cpu: "CPU 독차지",
+    demo_cpu_watch: "5초 동안 쉬지 않고 계산해도 CPU는 한도에서 멈춥니다: 스로틀된 주기를 보세요.",
+    demo_echo: "cgroup 시연",
+    demo_result: "이번 시연",
+    limits_title: "한도 바꾸기",
+    limits_before: "다음 cgroups 단계에서 상자에 이 한도를 겁니다",
+    limits_after: "적용하면 상자를 새로 만들어 이 단계까지 다시 적용합니다",
+    limits_memory: "메모리 (MiB)",
+    limits_cpus: "CPU (코어)",
+    limits_pids: "프로세스 수",
+    limits_blank: "비워 두면 제한 없음",
+    limits_apply: "적용",
+    limits_save: "저장",
+    limits_applying: "상자를 새 한도로 다시 만드는 중…",
+    limits_saved: "저장됨: cgroups 단계에서 적용됩니다",
+    limits_not_number: "0보다 큰 숫자를 넣거나 비워 두세요",
+    limits_refused: "서버가 이 한도를 거절했습니다",
+    limits_defaults: "기본값",
 };
 
 pub static EN: Texts = Texts {
@@ -353,6 +473,66 @@ pub static EN: Texts = Texts {
     escape_contained: "Contained: / is not the host's root",
     caps_own_userns: "counts only inside the box's own user namespace",
     caps_host_userns: "relative to the host process's user namespace",
+    cg_title: "cgroup: resource limits",
+    cg_caption: "The kernel counts the memory, CPU and processes of all the box's processes, and stops them at the limits",
+    cg_version: "Version in use",
+    cg_layout: "The host's cgroup layout",
+    cg_dirs: "The box's cgroup directories",
+    cg_limits: "Limits now",
+    cg_memory: "Memory",
+    cg_cpu: "CPU",
+    cg_pids: "Processes",
+    cg_io_weight: "I/O weight",
+    cg_unlimited: "no limit",
+    cg_cores: "cores",
+    cg_no_swap: "no swap",
+    cg_swap: "swap",
+    cg_written: "Files damda wrote",
+    cg_col_file: "File",
+    cg_col_value: "Value written",
+    cg_commands: "The same by hand (as root)",
+    cg_docker: "With docker, one line",
+    cg_skipped: "Limits this kernel could not take",
+    cg_note_net: "Network bandwidth is not a cgroup v2 controller: v1's net_cls and net_prio tag packets, and tc (traffic control) does the actual limiting.",
+    cg_note_devices: "On v2, device access is not a file but an eBPF program attached to the cgroup. damda only shows its rules; it does not attach one.",
+    usage_title: "Live usage",
+    usage_caption: "Read from the box's cgroup files every second · plots show the last 60 s",
+    usage_waiting: "Waiting for the first reading…",
+    usage_of_core: "of one core",
+    usage_limit: "limit",
+    usage_none: "not on this kernel",
+    usage_io: "Disk I/O",
+    usage_read: "read",
+    usage_write: "written",
+    usage_oom: "OOM kills",
+    usage_failcnt: "hit the limit",
+    usage_throttled: "throttled periods",
+    usage_refused: "forks refused",
+    usage_at_limit: "at the limit",
+    demos_title: "Feel the limits",
+    demos_caption: "Briefly (a few seconds at most) exhausts a resource in the box on purpose. The output goes to the terminal below.",
+    demo_memory: "Memory hog",
+    demo_memory_watch: "Past the memory limit the kernel kills it: watch the OOM kill counter.",
+    demo_fork: "Fork bomb",
+    demo_fork_watch: "At pids.max the kernel refuses fork: watch the forks refused.",
+    demo_cpu: "CPU hog",
+    demo_cpu_watch: "It spins for 5 s but CPU stops at the quota: watch the throttled periods.",
+    demo_echo: "cgroup demo",
+    demo_result: "This run",
+    limits_title: "Change the limits",
+    limits_before: "The cgroups step will put these limits on the box",
+    limits_after: "Applying rebuilds the box and replays the steps up to here",
+    limits_memory: "Memory (MiB)",
+    limits_cpus: "CPU (cores)",
+    limits_pids: "Processes",
+    limits_blank: "Leave empty for no limit",
+    limits_apply: "Apply",
+    limits_save: "Save",
+    limits_applying: "Rebuilding the box with the new limits…",
+    limits_saved: "Saved: applied at the cgroups step",
+    limits_not_number: "Enter a number above 0, or leave it empty",
+    limits_refused: "The server refused these limits",
+    limits_defaults: "Defaults",
 };
 
 /// One line on what a namespace type isolates.
@@ -461,5 +641,40 @@ pub fn caps_set(lang: Lang, count: u32) -> String {
     match lang {
         Lang::Ko => format!("{count}개 켜짐"),
         Lang::En => format!("{count} set"),
+    }
+}
+
+/// A demonstration's name and what to watch while it runs.
+pub fn demo_text(lang: Lang, demo: Demo) -> (&'static str, &'static str) {
+    let t = lang.t();
+    match demo {
+        Demo::MemoryHog => (t.demo_memory, t.demo_memory_watch),
+        Demo::ForkBomb => (t.demo_fork, t.demo_fork_watch),
+        Demo::CpuHog => (t.demo_cpu, t.demo_cpu_watch),
+    }
+}
+
+/// The toggle that shows the same limits on the other cgroup version.
+pub fn cg_other_toggle(lang: Lang, version: &str) -> String {
+    match lang {
+        Lang::Ko => format!("{version}에서는? 같은 한도의 파일과 명령"),
+        Lang::En => format!("And on {version}? The same limits as files and commands"),
+    }
+}
+
+/// The wire name of a demonstration (`fork_bomb`).
+pub fn demo_id(demo: Demo) -> &'static str {
+    match demo {
+        Demo::MemoryHog => "memory_hog",
+        Demo::ForkBomb => "fork_bomb",
+        Demo::CpuHog => "cpu_hog",
+    }
+}
+
+/// The heading of the other version's files and commands.
+pub fn cg_other_title(lang: Lang, version: &str) -> String {
+    match lang {
+        Lang::Ko => format!("같은 한도를 {version}에서 걸면"),
+        Lang::En => format!("The same limits on {version}"),
     }
 }

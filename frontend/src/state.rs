@@ -4,7 +4,11 @@
 
 use std::rc::Rc;
 
-use damda_protocol::{ErrorCode, OutputStream, Snapshot, StepError, StepId, StepInfo};
+use std::collections::VecDeque;
+
+use damda_protocol::{
+    CgroupLimits, CgroupStats, Demo, ErrorCode, OutputStream, Snapshot, StepError, StepId, StepInfo,
+};
 use yew::prelude::*;
 
 use crate::i18n::Lang;
@@ -44,6 +48,8 @@ pub enum TermChunk {
     Command(String),
     /// The page asked for the chroot escape demonstration.
     Escape,
+    /// The page asked for a cgroup demonstration.
+    Demo(Demo),
     Output(OutputStream, String),
     Exited {
         code: Option<i32>,
@@ -80,7 +86,7 @@ impl Terminal {
             TermChunk::Command(text) | TermChunk::Output(_, text) | TermChunk::Refused(_, text) => {
                 text.len()
             }
-            TermChunk::Exited { .. } | TermChunk::Escape => 0,
+            TermChunk::Exited { .. } | TermChunk::Escape | TermChunk::Demo(_) => 0,
         };
         // Output arrives in pieces: join a piece to the one before it.
         if let (Some(TermChunk::Output(last_stream, last)), TermChunk::Output(stream, text)) =
@@ -124,6 +130,18 @@ impl Terminal {
         None
     }
 
+    /// The demonstration running now, if what runs is one.
+    pub fn running_demo(&self) -> Option<Demo> {
+        if !self.running {
+            return None;
+        }
+        self.chunks.iter().rev().find_map(|c| match c {
+            TermChunk::Demo(demo) => Some(Some(*demo)),
+            TermChunk::Command(_) | TermChunk::Escape => Some(None),
+            _ => None,
+        })?
+    }
+
     fn trim(&mut self) {
         while self.chars > TERM_KEEP_CHARS && self.chunks.len() > 1 {
             let first = self.chunks.remove(0);
@@ -135,6 +153,83 @@ impl Terminal {
             }
         }
     }
+}
+
+/// How many usage samples the page keeps (about a minute).
+pub const USAGE_KEEP: usize = 60;
+
+/// One `usage` message, with when it arrived and the CPU rate since the one
+/// before.
+#[derive(Clone, PartialEq, Debug)]
+pub struct UsageSample {
+    pub stats: CgroupStats,
+    /// `performance.now()` when it arrived, in ms.
+    pub at_ms: f64,
+    /// CPU time used per wall-clock time since the sample before, in % of
+    /// one core.
+    pub cpu_percent: Option<f64>,
+}
+
+/// The last [`USAGE_KEEP`] usage samples of the box's cgroup, oldest first.
+#[derive(Clone, PartialEq, Debug, Default)]
+pub struct UsageHistory {
+    pub samples: VecDeque<UsageSample>,
+}
+
+impl UsageHistory {
+    pub fn latest(&self) -> Option<&UsageSample> {
+        self.samples.back()
+    }
+
+    /// Adds a sample; true when the counters started again (a new group).
+    fn push(&mut self, stats: CgroupStats, at_ms: f64) -> bool {
+        // A counter that went back means a new group (the box was rebuilt):
+        // its history starts again.
+        let mut restarted = false;
+        if let Some(last) = self.samples.back() {
+            let went_back =
+                |a: Option<u64>, b: Option<u64>| matches!((a, b), (Some(a), Some(b)) if b < a);
+            if went_back(last.stats.cpu_usage_usec, stats.cpu_usage_usec)
+                || went_back(last.stats.nr_periods, stats.nr_periods)
+                || went_back(
+                    last.stats.memory_events_oom_kill,
+                    stats.memory_events_oom_kill,
+                )
+                || went_back(last.stats.pids_events_max, stats.pids_events_max)
+            {
+                self.samples.clear();
+                restarted = true;
+            }
+        }
+        let cpu_percent = self.samples.back().and_then(|last| {
+            let used = stats
+                .cpu_usage_usec?
+                .checked_sub(last.stats.cpu_usage_usec?)?;
+            let wall_us = (at_ms - last.at_ms) * 1000.0;
+            (wall_us >= 100_000.0).then(|| used as f64 / wall_us * 100.0)
+        });
+        if self.samples.len() == USAGE_KEEP {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(UsageSample {
+            stats,
+            at_ms,
+            cpu_percent,
+        });
+        restarted
+    }
+}
+
+/// The limits form's exchange with the server.
+#[derive(Clone, PartialEq, Debug, Default)]
+pub struct LimitsState {
+    /// The limits last sent and not refused (kept for the form before the
+    /// `cgroups` step, where the server answers nothing).
+    pub sent: Option<CgroupLimits>,
+    /// Sent to a box past the `cgroups` step: it is being rebuilt.
+    pub applying: bool,
+    /// Why the server refused the last limits (`bad_limits`).
+    pub error: Option<String>,
 }
 
 /// Error codes that answer a terminal request, shown in the terminal.
@@ -164,6 +259,12 @@ pub struct State {
     pub busy: Option<String>,
     pub view: LessonView,
     pub terminal: Rc<Terminal>,
+    /// Live usage of the box's cgroup, from `usage` messages.
+    pub usage: Rc<UsageHistory>,
+    /// The last demonstration asked for, with the usage when it was: what
+    /// its counter gained since is its effect.
+    pub demo_baseline: Option<(Demo, CgroupStats)>,
+    pub limits: LimitsState,
 }
 
 impl State {
@@ -180,6 +281,9 @@ impl State {
             busy: None,
             view: LessonView::Step,
             terminal: Rc::default(),
+            usage: Rc::default(),
+            demo_baseline: None,
+            limits: LimitsState::default(),
         }
     }
 
@@ -227,6 +331,16 @@ pub enum Action {
     TermSent(String),
     /// The chroot escape was asked for; its output follows like a command's.
     EscapeSent,
+    /// A cgroup demonstration was asked for; its output follows likewise.
+    DemoSent(Demo),
+    /// A `usage` message, with when it arrived (`performance.now()`, ms).
+    Usage(Box<CgroupStats>, f64),
+    /// Limits were sent; `applying` when the box is past the `cgroups` step
+    /// and will be rebuilt with them.
+    LimitsSent {
+        limits: CgroupLimits,
+        applying: bool,
+    },
     TermOutput(OutputStream, String),
     TermExited {
         code: Option<i32>,
@@ -249,6 +363,7 @@ impl Reducible for State {
                     // after reconnecting shows where the box stands. The
                     // command's output went with the connection.
                     next.busy = None;
+                    next.limits.applying = false;
                     if next.terminal.running {
                         Rc::make_mut(&mut next.terminal).running = false;
                     }
@@ -256,6 +371,19 @@ impl Reducible for State {
             }
             Action::Session(id) => next.session = Some(id),
             Action::Snapshot(snapshot) => {
+                // Another box (rebuilt, reset) or no cgroup: a new history.
+                let same_box = next
+                    .snapshot
+                    .as_ref()
+                    .is_some_and(|s| s.pid == snapshot.pid);
+                if !same_box || snapshot.cgroup.is_none() {
+                    next.usage = Rc::default();
+                    next.demo_baseline = None;
+                }
+                next.limits.applying = false;
+                if snapshot.cgroup.is_some() {
+                    next.limits.sent = None;
+                }
                 next.previous = next.snapshot.take();
                 next.snapshot = Some(Rc::new(*snapshot));
                 next.snapshots += 1;
@@ -284,8 +412,17 @@ impl Reducible for State {
                 }
                 terminal.push(TermChunk::Refused(error.code, error.message));
             }
+            Action::ServerError(error) if error.code == ErrorCode::BadLimits => {
+                // Shown next to the limits form, not as a banner.
+                next.limits = LimitsState {
+                    sent: None,
+                    applying: false,
+                    error: Some(error.message),
+                };
+            }
             Action::ServerError(error) => {
                 next.busy = None;
+                next.limits.applying = false;
                 next.error = Some(error);
             }
             Action::DismissError => next.error = None,
@@ -300,6 +437,32 @@ impl Reducible for State {
                 let terminal = Rc::make_mut(&mut next.terminal);
                 terminal.running = true;
                 terminal.push(TermChunk::Escape);
+            }
+            Action::DemoSent(demo) => {
+                let baseline = next.usage.latest().map(|s| s.stats.clone()).or_else(|| {
+                    next.snapshot
+                        .as_ref()?
+                        .cgroup
+                        .as_ref()
+                        .map(|c| c.usage.clone())
+                });
+                next.demo_baseline = baseline.map(|b| (demo, b));
+                let terminal = Rc::make_mut(&mut next.terminal);
+                terminal.running = true;
+                terminal.push(TermChunk::Demo(demo));
+            }
+            Action::Usage(stats, at_ms) => {
+                if Rc::make_mut(&mut next.usage).push(*stats, at_ms) {
+                    // The counters started again: a baseline from before means nothing.
+                    next.demo_baseline = None;
+                }
+            }
+            Action::LimitsSent { limits, applying } => {
+                next.limits = LimitsState {
+                    sent: Some(limits),
+                    applying,
+                    error: None,
+                };
             }
             Action::TermOutput(stream, data) => {
                 Rc::make_mut(&mut next.terminal).push(TermChunk::Output(stream, data));

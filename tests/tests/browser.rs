@@ -598,8 +598,8 @@ async fn keyboard_steps_to_uts_and_marks_it_changed() {
             "the uts step is not marked aria-current=step"
         );
         ensure!(
-            page.attr("button[data-step=\"cgroups\"]", "data-state").await? == Some("unavailable".into()),
-            "cgroups should be unavailable"
+            page.attr("button[data-step=\"network\"]", "data-state").await? == Some("unavailable".into()),
+            "network should be unavailable"
         );
 
         // Only the UTS namespace is the box's own, and it just changed.

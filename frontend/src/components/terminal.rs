@@ -5,7 +5,7 @@ use yew::prelude::*;
 
 use damda_protocol::{OutputStream, StepId, MAX_COMMAND_BYTES};
 
-use crate::i18n::{error_code_name, Lang};
+use crate::i18n::{demo_id, demo_text, error_code_name, Lang};
 use crate::state::{EscapeOutcome, TermChunk, Terminal as TerminalState};
 
 /// Commands worth trying at any step (busybox has them all).
@@ -157,6 +157,17 @@ pub fn terminal(props: &TerminalProps) -> Html {
             html! {
                 <div class="term-cmd term-escape">
                     <span class="term-prompt" aria-hidden="true">{ "▶ " }</span>{ t.escape_echo }
+                </div>
+            }
+        }
+        TermChunk::Demo(demo) => {
+            after_escape = false;
+            let (name, _) = demo_text(props.lang, *demo);
+            html! {
+                <div class="term-cmd term-demo">
+                    <span class="term-prompt" aria-hidden="true">{ "▶ " }</span>
+                    { format!("{}: {name} ", t.demo_echo) }
+                    <span class="term-demo-id">{ format!("({})", demo_id(*demo)) }</span>
                 </div>
             }
         }
