@@ -496,6 +496,25 @@ impl BoxSession {
         self.live.cgroup.as_ref().map(BoxCgroup::stats)
     }
 
+    /// Whether the groups above the box leave room for the memory hog to
+    /// reach the box's own limit (on v1 the box is charged to the server's
+    /// group too): an error saying how much is missing if not.
+    pub fn memory_demo_room(&self) -> Result<(), String> {
+        let Some(group) = &self.live.cgroup else {
+            return Ok(());
+        };
+        let needed = group.limits().memory_bytes.unwrap_or(0) + crate::cgroups::demo::HOG_EXCESS;
+        match group.memory_headroom() {
+            Some(room) if room < needed => Err(format!(
+                "the groups above the box leave {} MiB, and the memory hog needs {} MiB: \
+                 the host itself would reclaim or OOM-kill first; lower the box's memory limit",
+                room >> 20,
+                needed >> 20
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The cgroup.procs files a process joins to be in the box's cgroup.
     pub fn cgroup_procs(&self) -> Vec<PathBuf> {
         self.live

@@ -253,6 +253,11 @@ impl Connection {
                 ))
                 .await;
         }
+        if matches!(command, Command::Demo(damda_protocol::Demo::MemoryHog)) {
+            if let Err(why) = with_box(&self.session, |b| b.memory_demo_room()).await {
+                return self.send(error(ErrorCode::BadLimits, why)).await;
+            }
+        }
         let what = match &command {
             Command::Shell(line) => BoxCommand::Shell(line),
             Command::Escape => BoxCommand::Escape,
