@@ -139,6 +139,13 @@ fn close(ledger: &Ledger) {
     for error in ledger.close().errors {
         tracing::warn!("cleanup: {error}");
     }
+    // On cgroup v2 the first box moved this process into a leaf of its own;
+    // with every box gone, put it back (a no-op on v1 or when it never moved).
+    if let Ok(layout) = damda::cgroups::Layout::detect() {
+        if let Err(err) = damda::cgroups::restore_server_placement(&layout) {
+            tracing::warn!("restoring this process's cgroup: {err}");
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
