@@ -271,6 +271,12 @@ impl Connection {
                     ErrorCode::BoxFailed,
                     format!("starting the command: {err}"),
                 ))
+                .await;
+                // The terminal waits for an end: this command has none to wait for.
+                self.send(ServerMessage::Exited {
+                    code: None,
+                    signal: None,
+                })
                 .await
             }
         }
