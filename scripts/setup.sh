@@ -92,6 +92,9 @@ export PATH="$tools_dir/node_modules/.bin:$PATH"
 # --- Build --------------------------------------------------------------------
 say "building the page (trunk, offline)"
 trunk build --release --offline
+# A gzip copy beside each file: the server sends it to browsers that accept it.
+find frontend/dist -type f \( -name '*.wasm' -o -name '*.js' -o -name '*.css' -o -name '*.html' \) \
+  -exec gzip -9 -k -f {} \;
 say "building the backend"
 cargo build --release -p damda --bin damda
 say "preparing the default rootfs from /bin/busybox"
