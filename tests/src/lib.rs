@@ -537,16 +537,22 @@ pub struct Spawned {
     pub child: Child,
 }
 
+/// Starts `program` with no stdio, panicking with the command if it cannot.
+fn spawn_quietly(program: &str, args: &[&str]) -> Child {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {program} {args:?}: {e}"))
+}
+
 impl Spawned {
     pub fn start(program: &str, args: &[&str]) -> Self {
-        let child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {program} {args:?}: {e}"));
-        Spawned { child }
+        Spawned {
+            child: spawn_quietly(program, args),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -744,15 +750,19 @@ impl HeldWalk {
 impl Drop for HeldWalk {
     fn drop(&mut self) {
         drop(self.stdin.take());
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        wait_then_kill(&mut self.child, Duration::from_secs(10));
     }
+}
+
+/// Waits up to `timeout` for `child` to exit by itself, then kills it; it is
+/// reaped either way.
+pub fn wait_then_kill(child: &mut Child, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 // --------------------------------------------------------------- server --
@@ -869,12 +879,7 @@ impl Drop for Server {
         }
         if matches!(self.child.try_wait(), Ok(None)) {
             signal(self.pid(), nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            wait_then_kill(&mut self.child, Duration::from_secs(15));
         }
     }
 }
@@ -1457,14 +1462,9 @@ pub struct SpawnedTree {
 
 impl SpawnedTree {
     pub fn start(program: &str, args: &[&str]) -> Self {
-        let child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {program} {args:?}: {e}"));
-        SpawnedTree { child }
+        SpawnedTree {
+            child: spawn_quietly(program, args),
+        }
     }
 
     pub fn pid(&self) -> u32 {

@@ -492,14 +492,7 @@ impl CgroupsWalk {
 impl Drop for CgroupsWalk {
     fn drop(&mut self) {
         drop(self.stdin.take());
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        wait_then_kill(&mut self.child, Duration::from_secs(10));
     }
 }
 
