@@ -491,24 +491,10 @@ pub fn root_of(pid: u32) -> String {
 
 /// `lsns -p PID -o NS,TYPE --noheadings`: (type, inode) for every type listed.
 pub fn lsns_of(pid: u32) -> Vec<(String, u64)> {
-    run_ok(
-        "lsns",
-        &["-p", &pid.to_string(), "-o", "NS,TYPE", "--noheadings"],
-    )
-    .lines()
-    .filter(|line| !line.trim().is_empty())
-    .map(|line| {
-        let mut fields = line.split_whitespace();
-        let inode = fields
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("lsns line {line:?}"));
-        let kind = fields
-            .next()
-            .unwrap_or_else(|| panic!("lsns line {line:?}"));
-        (kind.to_owned(), inode)
-    })
-    .collect()
+    lsns_owners(pid)
+        .into_iter()
+        .map(|(kind, inode, _owner)| (kind, inode))
+        .collect()
 }
 
 /// The fds a process holds: (number, link target).
@@ -608,7 +594,8 @@ pub fn walk_with_env(args: &[&str], env: &[(&str, &str)]) -> WalkRun {
 }
 
 /// Collects a child's standard error in the background, for failure messages.
-fn collect(stream: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+/// Collects a child's output lines into a shared string, as they come.
+pub fn collect(stream: impl Read + Send + 'static) -> Arc<Mutex<String>> {
     let text = Arc::new(Mutex::new(String::new()));
     let sink = text.clone();
     std::thread::spawn(move || {
@@ -619,6 +606,36 @@ fn collect(stream: impl Read + Send + 'static) -> Arc<Mutex<String>> {
         }
     });
     text
+}
+
+/// No box helper was left orphaned to this (subreaper) test process.
+pub fn assert_no_orphaned_helpers() {
+    assert_eq!(
+        helpers_of(std::process::id()),
+        Vec::<u32>::new(),
+        "orphaned helpers"
+    );
+}
+
+/// Runs `script` with the box's busybox sh as root inside the box (all its
+/// namespaces, its root and working directory, uid and gid 0 inside).
+pub fn sh_as_box_root(pid: u32, script: &str) -> Output {
+    nsenter(
+        pid,
+        &[
+            "-a",
+            "-r",
+            "-w",
+            "-S",
+            "0",
+            "-G",
+            "0",
+            "/bin/busybox",
+            "sh",
+            "-c",
+            script,
+        ],
+    )
 }
 
 /// Sends each line of a child's standard output down a channel.
@@ -664,8 +681,14 @@ impl HeldWalk {
 
     /// [`HeldWalk::start`] with extra environment (DAMDA_DATA).
     pub fn start_with_env(to: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_with(to, &[], env)
+    }
+
+    /// [`HeldWalk::start`] with extra arguments (limits) and environment.
+    pub fn start_with(to: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(damda_bin())
             .args(["walk", "--to", to, "--hold"])
+            .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -687,7 +710,7 @@ impl HeldWalk {
             let line = match walk.lines_rx.recv_timeout(STEP_TIMEOUT) {
                 Ok(line) => line,
                 Err(e) => panic!(
-                    "damda walk --to {to} --hold: no line reaching {to} ({e}); lines so far {:?}; stderr: {}",
+                    "damda walk --to {to} --hold {args:?}: no line reaching {to} ({e}); lines so far {:?}; stderr: {}",
                     walk.lines,
                     walk.stderr()
                 ),
@@ -744,6 +767,38 @@ impl HeldWalk {
             extra_lines,
             stderr: self.stderr(),
         }
+    }
+
+    /// Ends the walk and checks it exited cleanly and left none of its boxes:
+    /// no process, no root directory, no orphaned helper.
+    pub fn end_cleanly(self) {
+        let pids: Vec<u32> = self.snapshots.iter().map(|s| s.pid).collect();
+        let roots: Vec<String> = self
+            .snapshots
+            .iter()
+            .map(|s| s.box_process.root.clone())
+            .collect();
+        let end = self.finish();
+        assert!(
+            end.status.success(),
+            "walk exit {}: {}",
+            end.status,
+            end.stderr
+        );
+        assert!(end.extra_lines.is_empty(), "{:?}", end.extra_lines);
+        assert_all_gone(&pids);
+        assert_roots_removed(&roots);
+        assert_no_orphaned_helpers();
+    }
+
+    /// SIGKILL: the walk gets no chance to clean up.
+    pub fn kill(mut self) {
+        signal(self.walk_pid(), nix::sys::signal::Signal::SIGKILL);
+        wait_child(
+            &mut self.child,
+            Duration::from_secs(10),
+            "damda walk after SIGKILL",
+        );
     }
 }
 

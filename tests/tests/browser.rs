@@ -10,17 +10,18 @@
 //! Yew renders asynchronously: every check first waits, with a deadline, for
 //! the element or attribute it is about; nothing sleeps and hopes.
 
+use damda_e2e::{collect, damda_bin, workspace_root};
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -51,25 +52,6 @@ macro_rules! ensure {
 
 // ------------------------------------------------------------------ paths --
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
-}
-
-fn damda_bin() -> PathBuf {
-    let bin = std::env::var_os("DAMDA_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/release/damda"));
-    assert!(
-        bin.is_file(),
-        "{} does not exist: run `cargo build --release -p damda` or set DAMDA_BIN",
-        bin.display()
-    );
-    bin
-}
-
 fn screenshot_dir() -> PathBuf {
     workspace_root().join("target/screenshots")
 }
@@ -96,19 +78,6 @@ fn host_process_count() -> usize {
 }
 
 // -------------------------------------------------------------- processes --
-
-fn collect(stream: impl Read + Send + 'static) -> Arc<Mutex<String>> {
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = text.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            let mut text = sink.lock().unwrap_or_else(|e| e.into_inner());
-            text.push_str(&line);
-            text.push('\n');
-        }
-    });
-    text
-}
 
 fn wait_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + within;

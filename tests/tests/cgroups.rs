@@ -13,10 +13,7 @@ use damda_protocol::{
 };
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
@@ -373,129 +370,6 @@ fn assert_leak_check_clean_of(dirs: &[String], pids: &[u32]) {
     }
 }
 
-// ----------------------------------------------------------------- walk --
-
-fn lines_of(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-fn text_of(stream: impl Read + Send + 'static) -> Arc<Mutex<String>> {
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = text.clone();
-    std::thread::spawn(move || {
-        let mut all = String::new();
-        let mut reader = BufReader::new(stream);
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            all.push_str(&String::from_utf8_lossy(&buf[..n]));
-            *sink.lock().unwrap_or_else(|e| e.into_inner()) = all.clone();
-        }
-    });
-    text
-}
-
-/// `damda walk --to cgroups --hold LIMIT-ARGS…`, held at cgroups until
-/// finished, killed or dropped.
-struct CgroupsWalk {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stderr: Arc<Mutex<String>>,
-    snapshots: Vec<Snapshot>,
-}
-
-impl CgroupsWalk {
-    fn start(limit_args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(damda_bin())
-            .args(["walk", "--to", "cgroups", "--hold"])
-            .args(limit_args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting damda walk");
-        let stdin = child.stdin.take();
-        let lines = lines_of(child.stdout.take().expect("piped"));
-        let stderr = text_of(child.stderr.take().expect("piped"));
-        let mut walk = CgroupsWalk {
-            child,
-            stdin,
-            stderr,
-            snapshots: Vec::new(),
-        };
-        loop {
-            let line = lines.recv_timeout(STEP_TIMEOUT).unwrap_or_else(|e| {
-                panic!(
-                    "walk --to cgroups {limit_args:?}: no line reaching cgroups ({e}); stderr: {}",
-                    walk.stderr()
-                )
-            });
-            let value: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("walk printed non-JSON ({e}): {line:?}"));
-            assert!(value.get("error").is_none(), "walk failed: {value}");
-            let snapshot = parse_snapshot(&value);
-            let reached = snapshot.step == StepId::Cgroups;
-            walk.snapshots.push(snapshot);
-            if reached {
-                return walk;
-            }
-        }
-    }
-
-    fn last(&self) -> &Snapshot {
-        self.snapshots.last().expect("a snapshot")
-    }
-
-    fn walk_pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Closes standard input and waits for the walk to clean up and exit.
-    fn finish(mut self) -> std::process::ExitStatus {
-        drop(self.stdin.take());
-        wait_child(
-            &mut self.child,
-            Duration::from_secs(20),
-            "damda walk --hold",
-        )
-    }
-
-    /// SIGKILL: the walk gets no chance to clean up.
-    fn kill(mut self) {
-        signal(self.walk_pid(), nix::sys::signal::Signal::SIGKILL);
-        wait_child(
-            &mut self.child,
-            Duration::from_secs(10),
-            "damda walk after SIGKILL",
-        );
-    }
-}
-
-impl Drop for CgroupsWalk {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        wait_then_kill(&mut self.child, Duration::from_secs(10));
-    }
-}
-
 // ------------------------------------------------------------ websocket --
 
 /// What a command or demo run through the page printed and how it ended.
@@ -694,7 +568,8 @@ fn walk_limits_are_in_cgroupfs_where_the_kernel_puts_the_box() {
     become_subreaper();
     let data = TempData::with_rootfs("cgroups-walk");
     let text = data.text();
-    let walk = CgroupsWalk::start(
+    let walk = HeldWalk::start_with(
+        "cgroups",
         &["--memory-mib", "48", "--cpus", "0.25", "--pids", "32"],
         &[("DAMDA_DATA", &text)],
     );
@@ -886,16 +761,12 @@ fn walk_limits_are_in_cgroupfs_where_the_kernel_puts_the_box() {
     let dirs = groups.box_dirs();
     let pids: Vec<u32> = walk.snapshots.iter().map(|s| s.pid).collect();
     let walk_pid = walk.walk_pid();
-    let status = walk.finish();
+    let status = walk.finish().status;
     assert!(status.success(), "walk exit {status}");
     assert_all_gone(&pids);
     assert!(!pid_exists(walk_pid));
     assert_groups_removed(&dirs);
-    assert_eq!(
-        helpers_of(std::process::id()),
-        Vec::<u32>::new(),
-        "orphaned helpers"
-    );
+    assert_no_orphaned_helpers();
     assert_eq!(data.entries("ledger"), Vec::<String>::new(), "ledger files");
     assert_eq!(
         data.entries("boxes"),
@@ -1305,7 +1176,7 @@ async fn a_walk_killed_at_cgroups_is_swept_when_the_next_server_starts() {
     let data = TempData::with_rootfs("cgroups-walk-sigkill");
     let text = data.text();
     let env = [("DAMDA_DATA", text.as_str())];
-    let walk = CgroupsWalk::start(&["--pids", "16"], &env);
+    let walk = HeldWalk::start_with("cgroups", &["--pids", "16"], &env);
     let pid = walk.last().pid;
     let walk_pid = walk.walk_pid();
     let view = view_of(walk.last());

@@ -74,31 +74,6 @@ fn assert_separated_at(walk: &HeldWalk, step: StepId) {
     );
 }
 
-/// Ends a held walk and checks that every box it made is gone.
-fn end(walk: HeldWalk) {
-    let pids: Vec<u32> = walk.snapshots.iter().map(|s| s.pid).collect();
-    let roots: Vec<String> = walk
-        .snapshots
-        .iter()
-        .map(|s| s.box_process.root.clone())
-        .collect();
-    let end = walk.finish();
-    assert!(
-        end.status.success(),
-        "walk exit {}: {}",
-        end.status,
-        end.stderr
-    );
-    assert!(end.extra_lines.is_empty(), "{:?}", end.extra_lines);
-    assert_all_gone(&pids);
-    assert_roots_removed(&roots);
-    assert_eq!(
-        helpers_of(std::process::id()),
-        Vec::<u32>::new(),
-        "orphaned helpers"
-    );
-}
-
 /// The pids a box's own /proc lists, as a shell inside reads them (a
 /// builtin loop, so the reader is the only extra process), less the reader.
 fn pids_in_box_proc(pid: u32, flags: &[&str]) -> Vec<u32> {
@@ -182,7 +157,7 @@ fn pid_step_makes_the_box_pid_1_inside_while_proc_is_still_the_hosts() {
     assert_eq!(nspid[1], inner, "{out}");
     assert!(inner > 1 && nspid[0] != inner, "{out}");
 
-    end(walk);
+    walk.end_cleanly();
 }
 
 #[test]
@@ -257,7 +232,7 @@ fn mnt_step_mounts_a_private_proc_and_leaves_the_host_table_alone() {
         "{ps}"
     );
 
-    end(walk);
+    walk.end_cleanly();
 }
 
 #[test]
@@ -309,8 +284,8 @@ fn ipc_step_hides_the_hosts_ipc_objects() {
     );
     assert!(queue.on_host(), "still on the host");
 
-    end(after);
-    end(before);
+    after.end_cleanly();
+    before.end_cleanly();
     drop(queue);
 }
 
@@ -359,7 +334,7 @@ fn net_step_leaves_only_lo_down() {
     assert_eq!(at_ipc.step, StepId::Ipc);
     assert_ne!(at_ipc.links, snapshot.links);
 
-    end(walk);
+    walk.end_cleanly();
 }
 
 #[test]
@@ -464,21 +439,9 @@ fn user_step_maps_root_to_an_unprivileged_uid_and_is_rebuilt_user_first() {
     // What its user namespace owns, root inside may change: a mount in
     // the box's own mount namespace (made after the user namespace).
     let source = format!("e2e-userns-{}", std::process::id());
-    let mounted = nsenter(
+    let mounted = sh_as_box_root(
         pid,
-        &[
-            "-a",
-            "-r",
-            "-w",
-            "-S",
-            "0",
-            "-G",
-            "0",
-            "/bin/busybox",
-            "sh",
-            "-c",
-            &format!("mount -t tmpfs {source} /tmp && grep -c ' {source} ' /proc/self/mountinfo"),
-        ],
+        &format!("mount -t tmpfs {source} /tmp && grep -c ' {source} ' /proc/self/mountinfo"),
     );
     assert!(mounted.status.success(), "{mounted:?}");
     assert_eq!(mounted.stdout.trim(), "1", "{mounted:?}");
@@ -491,22 +454,7 @@ fn user_step_maps_root_to_an_unprivileged_uid_and_is_rebuilt_user_first() {
     // What the host's user namespace owns, it may not: a kernel sysctl.
     let sysctl = "/proc/sys/kernel/printk_ratelimit";
     let value = std::fs::read_to_string(sysctl).expect("readable");
-    let write = nsenter(
-        pid,
-        &[
-            "-a",
-            "-r",
-            "-w",
-            "-S",
-            "0",
-            "-G",
-            "0",
-            "/bin/busybox",
-            "sh",
-            "-c",
-            &format!("echo {} > {sysctl}", value.trim()),
-        ],
-    );
+    let write = sh_as_box_root(pid, &format!("echo {} > {sysctl}", value.trim()));
     assert!(
         !write.status.success(),
         "root inside wrote {sysctl}: {write:?}"
@@ -518,7 +466,7 @@ fn user_step_maps_root_to_an_unprivileged_uid_and_is_rebuilt_user_first() {
     );
     assert_eq!(std::fs::read_to_string(sysctl).expect("readable"), value);
 
-    end(walk);
+    walk.end_cleanly();
 }
 
 #[test]
@@ -576,7 +524,7 @@ fn cgroupns_step_shows_the_cgroup_root_inside() {
     );
     assert_eq!(cgroup_paths(&file.host), host_paths);
 
-    end(walk);
+    walk.end_cleanly();
 }
 
 #[test]
@@ -600,7 +548,7 @@ fn chroot_escape_works_at_chroot_and_after_every_namespace_step() {
         );
         // The box itself stays where it was.
         assert_eq!(root_of(walk.pid()), walk.last().box_process.root, "{step}");
-        end(walk);
+        walk.end_cleanly();
     }
 }
 
@@ -659,7 +607,7 @@ fn walk_to_cgroupns_leaves_nothing_behind() {
 
     let pids: Vec<u32> = walk.snapshots.iter().map(|s| s.pid).collect();
     let walk_pid = walk.walk_pid();
-    end(walk);
+    walk.end_cleanly();
     assert!(!pid_exists(walk_pid));
     assert!(!pid_exists(pid));
     assert_eq!(

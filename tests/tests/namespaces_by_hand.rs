@@ -82,20 +82,6 @@ fn observe(pid: u32) -> Observed {
     }
 }
 
-/// Ends a held walk and checks that its boxes are gone.
-fn end(walk: HeldWalk) {
-    let pids: Vec<u32> = walk.snapshots.iter().map(|s| s.pid).collect();
-    let roots: Vec<String> = walk
-        .snapshots
-        .iter()
-        .map(|s| s.box_process.root.clone())
-        .collect();
-    let end = walk.finish();
-    assert!(end.status.success(), "{}: {}", end.status, end.stderr);
-    assert_all_gone(&pids);
-    assert_roots_removed(&roots);
-}
-
 #[test]
 fn net_by_hand_matches_the_walk() {
     become_subreaper();
@@ -161,7 +147,7 @@ fn net_by_hand_matches_the_walk() {
 
     drop(by_hand);
     assert_all_gone(&[hand]);
-    end(walk);
+    walk.end_cleanly();
     assert_eq!(mounts_under(&data.dir), Vec::<String>::new());
     drop(data);
     drop(queue);
@@ -299,7 +285,7 @@ fn user_by_hand_matches_the_walk() {
     drop(root_inside);
     drop(holder);
     assert_all_gone(&[inside_pid, holder_pid]);
-    end(walk);
+    walk.end_cleanly();
     drop(data);
 }
 
@@ -330,5 +316,5 @@ fn cgroupns_by_hand_matches_the_walk() {
         std::fs::read_to_string(format!("/proc/{}/cgroup", walk.pid())).expect("box cgroup"),
         own
     );
-    end(walk);
+    walk.end_cleanly();
 }

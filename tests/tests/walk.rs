@@ -96,11 +96,7 @@ fn held_uts_box_agrees_with_readlink_lsns_and_nsenter() {
     assert!(end.extra_lines.is_empty(), "{:?}", end.extra_lines);
     assert_all_gone(&[pid]);
     assert_roots_removed(&[root]);
-    assert_eq!(
-        helpers_of(std::process::id()),
-        Vec::<u32>::new(),
-        "orphaned helpers"
-    );
+    assert_no_orphaned_helpers();
 }
 
 #[test]
@@ -276,11 +272,7 @@ fn missing_rootfs_fails_at_chroot_with_enoent() {
     );
     assert!(!failure.error.message.is_empty());
     assert_all_gone(&[host.pid]);
-    assert_eq!(
-        helpers_of(std::process::id()),
-        Vec::<u32>::new(),
-        "orphaned helpers"
-    );
+    assert_no_orphaned_helpers();
 }
 
 #[test]
@@ -339,11 +331,7 @@ fn a_refused_chroot_prints_the_errno_line() {
         failure.error
     );
     assert_all_gone(&[host.pid]);
-    assert_eq!(
-        helpers_of(std::process::id()),
-        Vec::<u32>::new(),
-        "orphaned helpers"
-    );
+    assert_no_orphaned_helpers();
     assert_eq!(mounts_under(&data.dir), Vec::<String>::new(), "mounts left");
     let left = |dir: &str| -> Vec<String> {
         std::fs::read_dir(data.dir.join(dir))
