@@ -18,7 +18,7 @@ use damda_protocol::{
     CgroupFile, CgroupStats, CgroupView, Command, IpcProbe, ProcFile, ProcessTree, RebuildNote,
     Snapshot, StepError, StepId, Syscall,
 };
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -198,8 +198,7 @@ impl LiveBox {
         };
         if !source_missing {
             live.own(Entry::Directory { path: dir.clone() })?;
-            std::fs::create_dir_all(&engine.config.boxes).map_err(RootfsError::from_io(&dir))?;
-            std::fs::create_dir(&dir).map_err(RootfsError::from_io(&dir))?;
+            rootfs::create_box_dir(&dir)?;
             rootfs::copy_tree(&engine.config.rootfs, &root)?;
             if user_first {
                 rootfs::shift_owner(&root, engine.config.ids.outside)?;
@@ -303,17 +302,6 @@ impl Drop for LiveBox {
 fn create_queue(name: &str) {
     if let Err(errno) = mqueue::create(name) {
         tracing::warn!("mq_open({name}, O_CREAT): {errno}");
-    }
-}
-
-impl RootfsError {
-    fn from_io(path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError {
-        let path = path.to_owned();
-        move |source| RootfsError::Io {
-            action: "creating",
-            path,
-            source,
-        }
     }
 }
 

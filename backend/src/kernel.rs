@@ -6,7 +6,7 @@
 //! unit tests pass [`RecordingKernel`], which makes none, so a step's logic is
 //! tested without root.
 
-use damda_protocol::StepError;
+use damda_protocol::{NsKind, StepError};
 use nix::errno::Errno;
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
@@ -99,25 +99,30 @@ impl Mount {
     }
 }
 
-/// Renders clone flags as the C constants a man page uses.
-pub fn clone_flag_names(flags: CloneFlags) -> String {
-    const NAMES: [(CloneFlags, &str); 8] = [
-        (CloneFlags::CLONE_NEWUTS, "CLONE_NEWUTS"),
-        (CloneFlags::CLONE_NEWPID, "CLONE_NEWPID"),
-        (CloneFlags::CLONE_NEWNS, "CLONE_NEWNS"),
-        (CloneFlags::CLONE_NEWIPC, "CLONE_NEWIPC"),
-        (CloneFlags::CLONE_NEWNET, "CLONE_NEWNET"),
-        (CloneFlags::CLONE_NEWUSER, "CLONE_NEWUSER"),
-        (CloneFlags::CLONE_NEWCGROUP, "CLONE_NEWCGROUP"),
-        (
+/// The clone flag that makes a new namespace of `kind`, and its C name.
+pub fn ns_flag(kind: NsKind) -> (CloneFlags, &'static str) {
+    match kind {
+        NsKind::Uts => (CloneFlags::CLONE_NEWUTS, "CLONE_NEWUTS"),
+        NsKind::Pid => (CloneFlags::CLONE_NEWPID, "CLONE_NEWPID"),
+        NsKind::Mnt => (CloneFlags::CLONE_NEWNS, "CLONE_NEWNS"),
+        NsKind::Ipc => (CloneFlags::CLONE_NEWIPC, "CLONE_NEWIPC"),
+        NsKind::Net => (CloneFlags::CLONE_NEWNET, "CLONE_NEWNET"),
+        NsKind::User => (CloneFlags::CLONE_NEWUSER, "CLONE_NEWUSER"),
+        NsKind::Cgroup => (CloneFlags::CLONE_NEWCGROUP, "CLONE_NEWCGROUP"),
+        NsKind::Time => (
             CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
             "CLONE_NEWTIME",
         ),
-    ];
-    let names: Vec<&str> = NAMES
-        .iter()
+    }
+}
+
+/// Renders clone flags as the C constants a man page uses.
+pub fn clone_flag_names(flags: CloneFlags) -> String {
+    let names: Vec<&str> = NsKind::ALL
+        .into_iter()
+        .map(ns_flag)
         .filter(|(flag, _)| flags.contains(*flag))
-        .map(|(_, name)| *name)
+        .map(|(_, name)| name)
         .collect();
     if names.is_empty() {
         "0".to_owned()

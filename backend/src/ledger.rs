@@ -117,11 +117,12 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     parse_start_time(&stat)
 }
 
-/// Field 22 of a /proc/PID/stat line. The command name (field 2) may hold
-/// spaces and parentheses, so fields are counted after its last `)`.
+/// Field 22 of a /proc/PID/stat line.
 pub fn parse_start_time(stat: &str) -> Option<u64> {
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    after_comm.split_whitespace().nth(19)?.parse().ok()
+    crate::observe::stat_fields_after_comm(stat)?
+        .get(19)?
+        .parse()
+        .ok()
 }
 
 /// What a sweep did.

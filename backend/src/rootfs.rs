@@ -156,6 +156,14 @@ pub fn prepare(rootfs: &Path) -> Result<bool, RootfsError> {
     Ok(true)
 }
 
+/// A box's own directory (new; its parent is made if needed).
+pub fn create_box_dir(dir: &Path) -> Result<(), RootfsError> {
+    if let Some(parent) = dir.parent() {
+        fs::create_dir_all(parent).map_err(io("creating", parent))?;
+    }
+    fs::create_dir(dir).map_err(io("creating", dir))
+}
+
 /// Copies a directory tree: directories, regular files and symlinks, with
 /// their modes. (The rootfs holds nothing else.)
 pub fn copy_tree(from: &Path, to: &Path) -> Result<(), RootfsError> {

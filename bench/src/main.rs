@@ -156,8 +156,8 @@ async fn first_snapshot(bin: &str, loads: usize) -> anyhow::Result<()> {
 /// The CPU time a process has used so far (utime + stime, clock ticks).
 fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = &stat[stat.rfind(')').context("stat")? + 1..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
+    let fields = damda::observe::stat_fields_after_comm(&stat).context("stat")?;
+    // utime and stime are fields 14 and 15 of the line.
     Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
 }
 

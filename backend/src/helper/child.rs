@@ -9,9 +9,6 @@ use nix::sys::socket::{recv, send, MsgFlags};
 use std::collections::BTreeMap;
 use std::os::fd::RawFd;
 
-/// The most processes the box's `ps` view lists.
-const MAX_PROCESS_ROWS: usize = 300;
-
 /// Interfaces and their addresses as getifaddrs(3) reports them here.
 fn links() -> Vec<LinkState> {
     let mut by_name: BTreeMap<String, LinkState> = BTreeMap::new();
@@ -50,7 +47,7 @@ fn processes() -> (Vec<ProcessRow>, usize) {
         .collect();
     rows.sort_by_key(|row| row.pid);
     let total = rows.len();
-    rows.truncate(MAX_PROCESS_ROWS);
+    rows.truncate(observe::MAX_PROCESS_ROWS);
     (rows, total)
 }
 

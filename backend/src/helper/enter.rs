@@ -8,8 +8,9 @@
 //! child is in the box's PID namespace, and in the child enters the box's
 //! root, drops every capability, sets no_new_privs and execs /bin/sh.
 
+use crate::kernel::ns_flag;
 use damda_protocol::NsKind;
-use nix::sched::{setns, CloneFlags};
+use nix::sched::setns;
 use std::fs::File;
 use std::os::fd::AsFd;
 
@@ -18,19 +19,6 @@ pub const ENTER_ARG: &str = "__box-enter";
 fn fail(what: &str, err: impl std::fmt::Display) -> ! {
     eprintln!("damda: {what}: {err}");
     std::process::exit(125);
-}
-
-fn flag(kind: NsKind) -> CloneFlags {
-    match kind {
-        NsKind::Uts => CloneFlags::CLONE_NEWUTS,
-        NsKind::Pid => CloneFlags::CLONE_NEWPID,
-        NsKind::Mnt => CloneFlags::CLONE_NEWNS,
-        NsKind::Ipc => CloneFlags::CLONE_NEWIPC,
-        NsKind::Net => CloneFlags::CLONE_NEWNET,
-        NsKind::User => CloneFlags::CLONE_NEWUSER,
-        NsKind::Cgroup => CloneFlags::CLONE_NEWCGROUP,
-        NsKind::Time => CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
-    }
 }
 
 /// Drops every capability, for good: the bounding set, then the sets.
@@ -122,7 +110,7 @@ fn join(pid: &str) -> (File, bool) {
     // The user namespace first: it grants the rights to join the others.
     joins.sort_by_key(|(kind, _)| *kind != NsKind::User);
     for (kind, file) in &joins {
-        if let Err(errno) = setns(file.as_fd(), flag(*kind)) {
+        if let Err(errno) = setns(file.as_fd(), ns_flag(*kind).0) {
             fail(&format!("setns({})", kind.proc_name()), errno);
         }
     }

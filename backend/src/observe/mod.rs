@@ -157,6 +157,16 @@ pub fn read_proc_file(path: &str) -> String {
     }
 }
 
+/// The fields of a /proc/PID/stat line from field 3 (state) on. The command
+/// name (field 2) may hold spaces and parentheses, so fields are counted
+/// after its last `)`.
+pub fn stat_fields_after_comm(stat: &str) -> Option<Vec<&str>> {
+    Some(stat[stat.rfind(')')? + 1..].split_whitespace().collect())
+}
+
+/// The most processes a process list on the page shows, from either side.
+pub const MAX_PROCESS_ROWS: usize = 300;
+
 /// The children of a process, from /proc/PID/task/*/children.
 fn children(pid: u32) -> Vec<u32> {
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -179,7 +189,7 @@ pub fn box_tree(root: u32) -> Vec<BoxProcessRow> {
     let mut rows = Vec::new();
     let mut queue = vec![root];
     while let Some(pid) = queue.pop() {
-        if rows.len() >= 300 {
+        if rows.len() >= MAX_PROCESS_ROWS {
             break;
         }
         let mut info = ProcessInfo::default();

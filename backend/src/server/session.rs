@@ -196,11 +196,7 @@ impl Connection {
                             .await
                     }
                     // Kept for the cgroups step: the page gets the box as it is.
-                    Ok(snapshots) if snapshots.is_empty() => {
-                        let outcome =
-                            with_box(&self.session, |b| b.snapshot().map(|s| vec![s])).await;
-                        self.send_outcome(outcome).await
-                    }
+                    Ok(snapshots) if snapshots.is_empty() => self.send_current().await,
                     other => self.send_outcome(other).await,
                 }
             }
@@ -284,8 +280,7 @@ impl Connection {
 
     async fn resume(&mut self, id: String) {
         if id == self.id {
-            let outcome = with_box(&self.session, |b| b.snapshot().map(|s| vec![s])).await;
-            return self.send_outcome(outcome).await;
+            return self.send_current().await;
         }
         let Some(old) = self.registry.resume(&id) else {
             return self
@@ -301,8 +296,13 @@ impl Connection {
         *self.sampled.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&old);
         self.session = old;
         self.send(ServerMessage::Session { id }).await;
+        self.send_current().await;
+    }
+
+    /// The box observed again, as it stands.
+    async fn send_current(&self) {
         let outcome = with_box(&self.session, |b| b.snapshot().map(|s| vec![s])).await;
-        self.send_outcome(outcome).await;
+        self.send_outcome(outcome).await
     }
 }
 
