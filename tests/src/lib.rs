@@ -1142,11 +1142,16 @@ impl Ws {
         }
     }
 
-    /// The next protocol message; anything else fails the test.
+    /// The next protocol message other than live usage, which the sampler
+    /// sends on its own clock at the cgroups step (tests that read usage use
+    /// `next_event`); anything else fails the test.
     pub async fn recv(&mut self) -> ServerMessage {
-        match self.next_event(STEP_TIMEOUT).await {
-            Event::Message(_, message) => message,
-            other => panic!("expected a message, got {other:?}"),
+        loop {
+            match self.next_event(STEP_TIMEOUT).await {
+                Event::Message(_, ServerMessage::Usage(_)) => continue,
+                Event::Message(_, message) => return message,
+                other => panic!("expected a message, got {other:?}"),
+            }
         }
     }
 
