@@ -9,6 +9,7 @@ pub mod kernel;
 pub mod ledger;
 pub mod lessons;
 pub mod mqueue;
+pub mod netlink;
 pub mod observe;
 pub mod paths;
 pub mod rootfs;
