@@ -16,6 +16,9 @@ use crate::components::lesson_pane::LessonPane;
 use crate::components::limits_form::LimitsForm;
 use crate::components::links_view::LinksView;
 use crate::components::namespace_map::NamespaceMap;
+use crate::components::network_drivers::NetworkDrivers;
+use crate::components::network_rules::NetworkRules;
+use crate::components::network_topology::NetworkTopology;
 use crate::components::proc_files::ProcFiles;
 use crate::components::process_card::ProcessCard;
 use crate::components::process_tree::ProcessTree;
@@ -84,6 +87,7 @@ fn socket_action(event: SocketEvent) -> Action {
             ServerMessage::Output { stream, data } => Action::TermOutput(stream, data),
             ServerMessage::Exited { code, signal } => Action::TermExited { code, signal },
             ServerMessage::Usage(stats) => Action::Usage(stats, now_ms()),
+            ServerMessage::Network(view) => Action::Network(view, now_ms()),
             ServerMessage::Error {
                 code,
                 message,
@@ -283,16 +287,42 @@ pub fn app() -> Html {
                 .map(|probe| html! { <IpcProbe {lang} {probe} /> });
             let files = (!snapshot.proc_files.is_empty())
                 .then(|| html! { <ProcFiles {lang} files={snapshot.proc_files.clone()} /> });
-            // The view this step is about comes right after the namespace map.
+            // The view this step is about comes right after the namespace map
+            // (on `network`, the drawing below is).
             let featured = match snapshot.step {
                 StepId::Pid | StepId::Mnt => 0,
-                StepId::Net | StepId::Network => 1,
+                StepId::Net => 1,
                 StepId::Ipc => 2,
                 _ => usize::MAX,
             };
             let mut extra = [tree, links, ipc];
             let first = extra.get_mut(featured).and_then(Option::take);
             let rest = extra.into_iter().flatten();
+
+            // From the network step on: the drawing, live, and the rules;
+            // the drivers compare from `net` on, where the box has a network
+            // namespace of its own.
+            let network = snapshot.network.as_ref().map(|network| {
+                html! {
+                    <>
+                        <NetworkTopology {lang}
+                            network={network.clone()}
+                            rates={state.net_rates.clone()} />
+                        <NetworkRules {lang}
+                            rules={network.rules.clone()}
+                            bridge={network.bridge.name.clone()}
+                            host_settings={network.host_settings.clone()}
+                            forward_drops={network.forward_drops.clone()} />
+                    </>
+                }
+            });
+            let drivers = (snapshot.step >= StepId::Net).then(|| {
+                html! {
+                    <NetworkDrivers {lang}
+                        step={snapshot.step}
+                        forward={snapshot.network.as_ref().and_then(|n| n.forward.clone())} />
+                }
+            });
 
             let ready = state.connection == Connection::Open;
             let terminal = html! {
@@ -368,6 +398,8 @@ pub fn app() -> Html {
                     }
                     <NamespaceMap {lang} snapshot={snapshot.clone()} previous={previous.clone()} />
                     { for first }
+                    { for network }
+                    { for drivers }
                     { for middle }
                     <ProcessCard {lang} snapshot={snapshot.clone()} {previous} />
                     { for rest }

@@ -2,7 +2,7 @@
 //! comes from the server as rendered HTML. Only the words the page needs to
 //! label what it shows live in Rust.
 
-use damda_protocol::{Demo, ErrorCode, NsKind};
+use damda_protocol::{Demo, ErrorCode, NetworkView, NsKind};
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Lang {
@@ -200,6 +200,52 @@ pub struct Texts {
     pub limits_not_number: &'static str,
     pub limits_refused: &'static str,
     pub limits_defaults: &'static str,
+    pub net_topo_title: &'static str,
+    pub net_topo_caption: &'static str,
+    pub net_host: &'static str,
+    pub net_bridge: &'static str,
+    pub net_this_box: &'static str,
+    pub net_other_box: &'static str,
+    pub net_proxy: &'static str,
+    pub net_host_short: &'static str,
+    pub net_no_forward: &'static str,
+    pub net_no_listener: &'static str,
+    pub net_legend_cable: &'static str,
+    pub net_legend_rates: &'static str,
+    pub net_table: &'static str,
+    pub net_col_device: &'static str,
+    pub net_col_where: &'static str,
+    pub net_col_address: &'static str,
+    pub net_col_state: &'static str,
+    pub net_col_rx: &'static str,
+    pub net_col_tx: &'static str,
+    pub net_where_bridge: &'static str,
+    pub net_where_this_port: &'static str,
+    pub net_where_other_port: &'static str,
+    pub net_where_inside: &'static str,
+    pub net_routes: &'static str,
+    pub net_listening: &'static str,
+    pub net_rules_title: &'static str,
+    pub net_rules_caption: &'static str,
+    pub net_rules_none: &'static str,
+    pub net_chains: &'static str,
+    pub net_proxy_note: &'static str,
+    pub net_settings: &'static str,
+    pub net_col_name: &'static str,
+    pub net_col_now: &'static str,
+    pub net_col_before: &'static str,
+    pub net_changed: &'static str,
+    pub net_unchanged: &'static str,
+    pub net_drops_title: &'static str,
+    pub net_drops_why: &'static str,
+    pub net_drops_fix: &'static str,
+    pub net_drv_title: &'static str,
+    pub net_drv_caption: &'static str,
+    pub net_drv_current: &'static str,
+    pub net_drv_overlay: &'static str,
+    pub net_drv_none: &'static str,
+    pub net_drv_host: &'static str,
+    pub net_drv_bridge: &'static str,
 }
 
 pub static KO: Texts = Texts {
@@ -367,6 +413,52 @@ pub static KO: Texts = Texts {
     limits_not_number: "0보다 큰 숫자를 넣거나 비워 두세요",
     limits_refused: "서버가 이 한도를 거절했습니다",
     limits_defaults: "기본값",
+    net_topo_title: "네트워크 구성도 (bridge)",
+    net_topo_caption: "커널에서 1초마다 읽은 장치·주소·카운터. docker0과 같은 방식의 브리지 네트워크입니다.",
+    net_host: "호스트 — 원래 네트워크 네임스페이스",
+    net_bridge: "브리지",
+    net_this_box: "이 상자",
+    net_other_box: "다른 상자",
+    net_proxy: "프록시",
+    net_host_short: "호스트",
+    net_no_forward: "포워딩된 포트 없음",
+    net_no_listener: "수신 대기 소켓 없음",
+    net_legend_cable: "선 하나 = veth 쌍: 호스트 쪽 끝(damda-h…)은 브리지에, 상자 쪽 끝은 상자 안의 eth0. 상자마다 자기 네트워크 네임스페이스입니다.",
+    net_legend_rates: "↓ 받음 ↑ 보냄 (그 장치 기준, 초당 · 괄호 안은 지금까지 합계)",
+    net_table: "표로 보기 (그림과 같은 내용)",
+    net_col_device: "장치",
+    net_col_where: "어디",
+    net_col_address: "주소",
+    net_col_state: "상태",
+    net_col_rx: "받음",
+    net_col_tx: "보냄",
+    net_where_bridge: "호스트 · 브리지",
+    net_where_this_port: "호스트 · 이 상자의 veth",
+    net_where_other_port: "호스트 · 다른 상자의 veth",
+    net_where_inside: "이 상자 안",
+    net_routes: "상자의 경로",
+    net_listening: "상자에서 수신 대기 중인 TCP",
+    net_rules_title: "NAT 규칙과 호스트 설정",
+    net_rules_caption: "nft list table ip damda — 커널이 돌려준 그대로",
+    net_rules_none: "규칙을 아직 읽지 못했습니다",
+    net_chains: "체인마다 하는 일",
+    net_proxy_note: "호스트 자신이 127.0.0.1:포트로 여는 연결은 NAT로 넘길 수 없습니다: 루프백 주소는 호스트 밖으로 라우팅되지 않습니다. 그래서 docker-proxy처럼 사용자 공간 프록시가 127.0.0.1에서 받아 상자로 새 연결을 엽니다.",
+    net_settings: "호스트 전체 설정",
+    net_col_name: "이름",
+    net_col_now: "지금",
+    net_col_before: "damda 전",
+    net_changed: "damda가 바꿈, 끝나면 되돌림",
+    net_unchanged: "원래 값 그대로",
+    net_drops_title: "다른 방화벽이 포워딩을 막고 있습니다",
+    net_drops_why: "위 체인은 forward 훅의 기본 정책이 drop입니다 (Docker의 FORWARD DROP이 흔한 예). nftables에서 패킷은 한 훅의 모든 base chain을 거치고, 하나라도 drop하면 버려집니다. damda 테이블의 accept로는 되살릴 수 없습니다. 그래서 밖에서 DNAT로 상자에 오는 연결과 상자에서 밖으로 나가는 패킷이 막힙니다. 127.0.0.1 프록시 경로는 forward를 거치지 않아 그대로 됩니다.",
+    net_drops_fix: "허용할지는 직접 판단하세요. 허용하려면 아래 두 줄을 넣습니다 (Docker가 있으면 FORWARD 대신 DOCKER-USER 체인에):",
+    net_drv_title: "Docker의 네트워크 드라이버",
+    net_drv_caption: "docker run --network 로 고르는 것. 지금 이 상자는 어느 쪽일까요?",
+    net_drv_current: "지금 이 상자",
+    net_drv_overlay: "— 여러 호스트의 컨테이너를 VXLAN 터널로 한 네트워크에 잇습니다 (Swarm). 파일시스템의 overlay 단계와는 다른 것이고, damda는 한 호스트만 다룹니다.",
+    net_drv_none: "네트워크 네임스페이스만 새로 만들고, 안에는 lo 하나뿐. damda의 net 단계가 이것입니다 (Docker는 lo를 켜 둡니다).",
+    net_drv_host: "네트워크 네임스페이스를 만들지 않습니다: 상자가 호스트의 장치·주소·포트를 그대로 씁니다. damda의 net 단계 전이 이것입니다.",
+    net_drv_bridge: "Docker의 기본값: 브리지(docker0) + 상자마다 veth 쌍 + NAT, -p 로 포트를 엽니다. damda의 network 단계가 이것입니다.",
 };
 
 pub static EN: Texts = Texts {
@@ -533,6 +625,52 @@ pub static EN: Texts = Texts {
     limits_not_number: "Enter a number above 0, or leave it empty",
     limits_refused: "The server refused these limits",
     limits_defaults: "Defaults",
+    net_topo_title: "Network topology (bridge)",
+    net_topo_caption: "Links, addresses and counters read from the kernel every second: a bridge network, the way docker0 works.",
+    net_host: "Host — its own network namespace",
+    net_bridge: "bridge",
+    net_this_box: "this box",
+    net_other_box: "another box",
+    net_proxy: "proxy",
+    net_host_short: "host",
+    net_no_forward: "No forwarded port",
+    net_no_listener: "nothing listening",
+    net_legend_cable: "Each cable is a veth pair: the host end (damda-h…) on the bridge, the box end as eth0 inside. Each box is its own network namespace.",
+    net_legend_rates: "↓ received ↑ sent (as that device counts, per second · the total so far in brackets)",
+    net_table: "As a table (the drawing in text)",
+    net_col_device: "Device",
+    net_col_where: "Where",
+    net_col_address: "Address",
+    net_col_state: "State",
+    net_col_rx: "Received",
+    net_col_tx: "Sent",
+    net_where_bridge: "host · bridge",
+    net_where_this_port: "host · this box's veth",
+    net_where_other_port: "host · another box's veth",
+    net_where_inside: "inside this box",
+    net_routes: "The box's routes",
+    net_listening: "TCP listening in the box",
+    net_rules_title: "NAT rules and host settings",
+    net_rules_caption: "nft list table ip damda, as the kernel returns it",
+    net_rules_none: "The rules have not been read yet",
+    net_chains: "What each chain does",
+    net_proxy_note: "Connections the host itself opens to 127.0.0.1:port cannot be NATed on: loopback addresses are never routed off the host. So, like docker-proxy, a userland proxy accepts them on 127.0.0.1 and opens a new connection to the box.",
+    net_settings: "Host-wide settings",
+    net_col_name: "Name",
+    net_col_now: "Now",
+    net_col_before: "Before damda",
+    net_changed: "changed by damda, restored when done",
+    net_unchanged: "left as found",
+    net_drops_title: "Another firewall drops forwarded packets",
+    net_drops_why: "These chains on the forward hook have policy drop (Docker's FORWARD DROP is the usual one). In nftables a packet passes every base chain on a hook, and a drop in any one of them is final: the accept in damda's table cannot undo it. So connections DNATed to the box from outside, and packets the box sends out, are dropped. The 127.0.0.1 proxy path does not cross forward and still works.",
+    net_drops_fix: "Whether to allow it is your call. To let it through, add these two rules (with Docker, to the DOCKER-USER chain instead of FORWARD):",
+    net_drv_title: "Docker's network drivers",
+    net_drv_caption: "What docker run --network chooses. Which one is this box now?",
+    net_drv_current: "this box now",
+    net_drv_overlay: "— joins containers on several hosts into one network over VXLAN tunnels (Swarm). Not the overlay filesystem step; damda stays on one host.",
+    net_drv_none: "Only a new network namespace, with nothing but lo inside. damda's net step is this (Docker also brings lo up).",
+    net_drv_host: "No network namespace at all: the box uses the host's devices, addresses and ports. damda before the net step is this.",
+    net_drv_bridge: "Docker's default: a bridge (docker0), a veth pair per container and NAT, with ports published by -p. damda's network step is this.",
 };
 
 /// One line on what a namespace type isolates.
@@ -677,4 +815,108 @@ pub fn cg_other_title(lang: Lang, version: &str) -> String {
         Lang::Ko => format!("같은 한도를 {version}에서 걸면"),
         Lang::En => format!("The same limits on {version}"),
     }
+}
+
+/// What one chain of damda's nftables table does.
+pub fn net_chain_text(lang: Lang, chain: &str) -> &'static str {
+    match (lang, chain) {
+        (Lang::Ko, "prerouting") => "DNAT: 밖에서 호스트 포트로 들어온 패킷의 목적지를 상자 주소:80으로 바꿉니다. 라우팅 전에 바꾸므로 패킷은 브리지 쪽으로 갑니다.",
+        (Lang::Ko, "output") => "DNAT: 호스트 자신이 자기 주소(127.0.0.1 말고)의 그 포트로 여는 연결도 똑같이 바꿉니다. 호스트가 보낸 패킷은 prerouting을 지나지 않기 때문입니다.",
+        (Lang::Ko, "forward") => "accept: damda0을 드나드는 포워딩 패킷을 통과시킵니다. 호스트가 라우터 노릇을 하려면 net.ipv4.ip_forward = 1 도 필요합니다.",
+        (Lang::Ko, "postrouting") => "masquerade: 상자에서 밖으로 나가는 패킷의 출발지를 호스트의 주소로 바꿉니다 (SNAT). hairpin: 상자가 호스트 포트를 거쳐 같은 브리지의 상자(자기 자신 포함)에 올 때도 바꿔야, 답이 같은 길로 돌아옵니다.",
+        (Lang::En, "prerouting") => "DNAT: packets arriving from outside for the host port get box address:80 as their destination. It happens before routing, so they head for the bridge.",
+        (Lang::En, "output") => "DNAT: the same for connections the host itself opens to its own address (not 127.0.0.1) and that port: locally sent packets never pass prerouting.",
+        (Lang::En, "forward") => "accept: lets forwarded packets in and out of damda0 through. For the host to route at all, net.ipv4.ip_forward = 1 is needed too.",
+        (Lang::En, "postrouting") => "masquerade: packets the box sends out leave with the host's address as their source (SNAT). hairpin: a box reaching a box on the same bridge (itself included) through the host port is rewritten too, so the reply comes back the same way.",
+        _ => "",
+    }
+}
+
+/// Boxes on the bridge the drawing leaves out.
+pub fn net_more_boxes(lang: Lang, count: usize) -> String {
+    match lang {
+        Lang::Ko => format!("외 상자 {count}개 — 아래 표에"),
+        Lang::En => format!("{count} more boxes — in the table below"),
+    }
+}
+
+/// The network drawing in sentences: its accessible name and the first
+/// line of its text alternative.
+pub fn net_summary(lang: Lang, view: &NetworkView) -> String {
+    let bridge = &view.bridge;
+    let boxes = view.ports.len();
+    let this = view
+        .ports
+        .iter()
+        .find(|p| p.this_box)
+        .map(|p| p.box_address.as_str());
+    let gateway = view
+        .routes
+        .iter()
+        .find(|r| r.destination == "default")
+        .and_then(|r| r.gateway.as_deref());
+    let inside: Vec<&str> = view.inside.iter().map(|i| i.name.as_str()).collect();
+    let listening: Vec<String> = view
+        .listening
+        .iter()
+        .map(|l| format!("{}:{}", l.address, l.port))
+        .collect();
+    let mut parts = Vec::new();
+    match lang {
+        Lang::Ko => {
+            parts.push(format!(
+                "호스트의 브리지 {} ({})에 상자 {boxes}개가 veth 쌍으로 연결되어 있습니다.",
+                bridge.name, bridge.address
+            ));
+            if let Some(this) = this {
+                parts.push(format!("이 상자의 주소는 {this}입니다."));
+            }
+            parts.push(format!("상자 안의 장치: {}.", inside.join(", ")));
+            if let Some(gateway) = gateway {
+                parts.push(format!("기본 경로: {gateway} 경유."));
+            }
+            parts.push(if listening.is_empty() {
+                "상자에서 수신 대기 중인 소켓은 없습니다.".to_owned()
+            } else {
+                format!("상자에서 수신 대기: {}.", listening.join(", "))
+            });
+            if let Some(f) = &view.forward {
+                parts.push(format!(
+                    "호스트 포트 {}로 오는 연결은 DNAT로 {}:{}에, {}로 오는 연결은 프록시가 같은 곳으로 넘깁니다.",
+                    f.host_port, f.box_address, f.box_port, f.proxy
+                ));
+            }
+        }
+        Lang::En => {
+            parts.push(format!(
+                "{boxes} {} on the host's bridge {} ({}) by veth pairs.",
+                if boxes == 1 {
+                    "box hangs"
+                } else {
+                    "boxes hang"
+                },
+                bridge.name,
+                bridge.address
+            ));
+            if let Some(this) = this {
+                parts.push(format!("This box's address is {this}."));
+            }
+            parts.push(format!("Devices in the box: {}.", inside.join(", ")));
+            if let Some(gateway) = gateway {
+                parts.push(format!("Its default route goes through {gateway}."));
+            }
+            parts.push(if listening.is_empty() {
+                "Nothing listens in the box.".to_owned()
+            } else {
+                format!("Listening in the box: {}.", listening.join(", "))
+            });
+            if let Some(f) = &view.forward {
+                parts.push(format!(
+                    "Connections to host port {} are DNATed to {}:{}; the proxy passes those to {} to the same place.",
+                    f.host_port, f.box_address, f.box_port, f.proxy
+                ));
+            }
+        }
+    }
+    parts.join(" ")
 }

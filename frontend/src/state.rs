@@ -4,10 +4,11 @@
 
 use std::rc::Rc;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use damda_protocol::{
-    CgroupLimits, CgroupStats, Demo, ErrorCode, OutputStream, Snapshot, StepError, StepId, StepInfo,
+    CgroupLimits, CgroupStats, Counters, Demo, ErrorCode, NetworkView, OutputStream, Snapshot,
+    StepError, StepId, StepInfo,
 };
 use yew::prelude::*;
 
@@ -220,6 +221,78 @@ impl UsageHistory {
     }
 }
 
+/// An interface of the network view, as its counters are keyed.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub enum Iface {
+    Bridge,
+    /// A veth's host end on the bridge, by name.
+    Port(String),
+    /// An interface inside the box, by name.
+    Inside(String),
+}
+
+/// Bytes per second received and sent.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct Rate {
+    pub rx: f64,
+    pub tx: f64,
+}
+
+/// Rates through the network view's interfaces, from the last two `network`
+/// messages.
+#[derive(Clone, PartialEq, Debug, Default)]
+pub struct NetRates {
+    /// When the last sample arrived (`performance.now()`, ms), and its
+    /// counters.
+    last: Option<(f64, HashMap<Iface, Counters>)>,
+    rates: HashMap<Iface, Rate>,
+}
+
+impl NetRates {
+    pub fn get(&self, iface: &Iface) -> Option<Rate> {
+        self.rates.get(iface).copied()
+    }
+
+    fn push(&mut self, view: &NetworkView, at_ms: f64) {
+        let counters: HashMap<Iface, Counters> =
+            std::iter::once((Iface::Bridge, view.bridge.counters))
+                .chain(
+                    view.ports
+                        .iter()
+                        .map(|p| (Iface::Port(p.veth.clone()), p.counters)),
+                )
+                .chain(
+                    view.inside
+                        .iter()
+                        .map(|i| (Iface::Inside(i.name.clone()), i.counters)),
+                )
+                .collect();
+        if let Some((last_ms, last)) = &self.last {
+            let seconds = (at_ms - last_ms) / 1000.0;
+            // Two messages close together say little: wait for a longer span.
+            if seconds < 0.1 {
+                return;
+            }
+            // A counter that went back is a new interface (a rebuilt box):
+            // it has no rate until its next sample.
+            self.rates = counters
+                .iter()
+                .filter_map(|(iface, now)| {
+                    let before = last.get(iface)?;
+                    let per_second =
+                        |now: u64, before: u64| Some(now.checked_sub(before)? as f64 / seconds);
+                    let rate = Rate {
+                        rx: per_second(now.rx_bytes, before.rx_bytes)?,
+                        tx: per_second(now.tx_bytes, before.tx_bytes)?,
+                    };
+                    Some((iface.clone(), rate))
+                })
+                .collect();
+        }
+        self.last = Some((at_ms, counters));
+    }
+}
+
 /// The limits form's exchange with the server.
 #[derive(Clone, PartialEq, Debug, Default)]
 pub struct LimitsState {
@@ -265,6 +338,8 @@ pub struct State {
     /// its counter gained since is its effect.
     pub demo_baseline: Option<(Demo, CgroupStats)>,
     pub limits: LimitsState,
+    /// Rates through the box's network, from `network` messages.
+    pub net_rates: Rc<NetRates>,
 }
 
 impl State {
@@ -284,6 +359,7 @@ impl State {
             usage: Rc::default(),
             demo_baseline: None,
             limits: LimitsState::default(),
+            net_rates: Rc::default(),
         }
     }
 
@@ -335,6 +411,8 @@ pub enum Action {
     DemoSent(Demo),
     /// A `usage` message, with when it arrived (`performance.now()`, ms).
     Usage(Box<CgroupStats>, f64),
+    /// A `network` message, with when it arrived (`performance.now()`, ms).
+    Network(Box<NetworkView>, f64),
     /// Limits were sent; `applying` when the box is past the `cgroups` step
     /// and will be rebuilt with them.
     LimitsSent {
@@ -379,6 +457,9 @@ impl Reducible for State {
                 if !same_box || snapshot.cgroup.is_none() {
                     next.usage = Rc::default();
                     next.demo_baseline = None;
+                }
+                if !same_box || snapshot.network.is_none() {
+                    next.net_rates = Rc::default();
                 }
                 next.limits.applying = false;
                 if snapshot.cgroup.is_some() {
@@ -456,6 +537,23 @@ impl Reducible for State {
                     // The counters started again: a baseline from before means nothing.
                     next.demo_baseline = None;
                 }
+            }
+            Action::Network(mut view, at_ms) => {
+                // One sent before the box went back past `network` has
+                // nothing to update.
+                let Some(snapshot) = next.snapshot.as_mut() else {
+                    return self;
+                };
+                let Some(current) = &snapshot.network else {
+                    return self;
+                };
+                // Live updates leave the rules out: they change only with
+                // the steps.
+                if view.rules.is_none() {
+                    view.rules = current.rules.clone();
+                }
+                Rc::make_mut(&mut next.net_rates).push(&view, at_ms);
+                Rc::make_mut(snapshot).network = Some(*view);
             }
             Action::LimitsSent { limits, applying } => {
                 next.limits = LimitsState {

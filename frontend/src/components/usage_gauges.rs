@@ -34,7 +34,7 @@ fn mib(bytes: u64) -> String {
 }
 
 /// Bytes in the largest binary unit that keeps a number above 1.
-fn bytes(n: u64) -> String {
+pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;
     let mut unit = 0;
