@@ -5,6 +5,7 @@ pub mod cgroups;
 pub mod cli;
 pub mod engine;
 pub mod helper;
+pub mod image;
 pub mod kernel;
 pub mod ledger;
 pub mod lessons;

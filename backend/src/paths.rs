@@ -31,6 +31,10 @@ impl Paths {
         self.data.join("boxes")
     }
 
+    pub fn images(&self) -> PathBuf {
+        self.data.join("images")
+    }
+
     pub fn ledger(&self) -> PathBuf {
         self.data.join("ledger")
     }
