@@ -68,6 +68,17 @@ enum Commands {
     },
     /// Build the default rootfs from /bin/busybox (set-up does this).
     Prepare,
+    /// Import an image: a `docker save` tarball or an OCI layout (directory or tar).
+    Import {
+        path: std::path::PathBuf,
+        /// The name to store it under, as registry/repository:tag.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List the stored images, as `docker image ls` does.
+    Images,
+    /// Show an image's layers, as `docker history` does.
+    History { name: String },
 }
 
 /// The `cgroups` step's limits, as `docker run` names them.
@@ -281,6 +292,46 @@ fn main() -> anyhow::Result<()> {
                 if built { "built" } else { "up to date:" },
                 rootfs.display()
             );
+            let image = damda::image::prepare_default(&paths)?;
+            println!(
+                "{} {} ({})",
+                if image.changed {
+                    "built"
+                } else {
+                    "up to date:"
+                },
+                image.reference,
+                image.manifest
+            );
+            Ok(())
+        }
+        Commands::Import { path, name } => {
+            let name = name.map(|n| n.parse()).transpose()?;
+            let store = damda::image::open_store(&paths)?;
+            let mut shown = String::new();
+            let names = damda::image::import(&store, &path, name.as_ref(), &mut |p| {
+                let line = p.line();
+                if line != shown {
+                    eprint!("\r{line}");
+                    shown = line;
+                }
+            });
+            eprintln!();
+            for name in names? {
+                println!("imported {name}");
+            }
+            Ok(())
+        }
+        Commands::Images => {
+            print!(
+                "{}",
+                damda::image::images_table(&damda::image::open_store(&paths)?)?
+            );
+            Ok(())
+        }
+        Commands::History { name } => {
+            let store = damda::image::open_store(&paths)?;
+            print!("{}", damda::image::history_table(&store, &name.parse()?)?);
             Ok(())
         }
     }
