@@ -1,7 +1,8 @@
 //! `damda-bench [--runs N]`: times every step's apply on a live box and Back
 //! (a replay) from the last step, over N fresh boxes, and the time from page
 //! load to the first rendered snapshot in headless Chromium. Prints a table;
-//! figures are this machine's, measured now.
+//! figures are this machine's, measured now. Also the safe layer unpacker's
+//! throughput (`--unpack-only` measures just that).
 
 use anyhow::{bail, Context};
 use damda::engine::{BoxSession, Engine, EngineConfig};
@@ -11,6 +12,8 @@ use damda_protocol::StepId;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod unpack;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -235,7 +238,10 @@ fn main() -> anyhow::Result<()> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--runs" => runs = args.next().context("--runs N")?.parse()?,
-            other => bail!("unknown argument {other}; usage: damda-bench [--runs N]"),
+            "--unpack-only" => return unpack::measure(&Paths::from_env().data),
+            other => {
+                bail!("unknown argument {other}; usage: damda-bench [--runs N] [--unpack-only]")
+            }
         }
     }
     if runs == 0 {
@@ -244,6 +250,7 @@ fn main() -> anyhow::Result<()> {
     let bin = std::env::var("DAMDA_BIN").unwrap_or_else(|_| {
         concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/damda").to_owned()
     });
+    unpack::measure(&Paths::from_env().data)?;
     steps(runs, &bin)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(sampling_overhead(&bin, 10, 10))?;
