@@ -359,6 +359,9 @@ impl Unpacker {
                     let root = self.owner(0, name)?;
                     fchown(&fd, Some(Uid::from_raw(root)), Some(Gid::from_raw(root)))
                         .map_err(Self::sys(name, "fchown"))?;
+                    // Not left to the umask: the box's users must traverse it.
+                    fchmod(&fd, Mode::from_bits_truncate(0o755))
+                        .map_err(Self::sys(name, "fchmod"))?;
                     fd
                 }
                 Err(errno) => return Err(refuse_or(errno, "openat2")),
