@@ -11,12 +11,13 @@ use crate::helper::parent::{HelperError, HelperExe, HelperProcess};
 use crate::helper::{InsideFacts, Reply, Request};
 use crate::ledger::{process_start_time, Entry, Ledger, LedgerError};
 use crate::mqueue;
+use crate::network::{self, Attachment, NetworkConfig, NetworkError};
 use crate::observe::{self, ObserveError, Target};
 use crate::rootfs::{self, RootfsError};
 use crate::steps::{self, BoxSpec, IdMap, Phase};
 use damda_protocol::{
-    CgroupFile, CgroupStats, CgroupView, Command, IpcProbe, ProcFile, ProcessTree, RebuildNote,
-    Snapshot, StepError, StepId, Syscall,
+    CgroupFile, CgroupStats, CgroupView, Command, IpcProbe, LinkState, NetworkView, ProcFile,
+    ProcessTree, RebuildNote, Snapshot, StepError, StepId, Syscall,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,6 +61,8 @@ pub struct EngineConfig {
     pub helper_binary: PathBuf,
     /// The limits the `cgroups` step sets unless a page asks for others.
     pub limits: Limits,
+    /// The bridge network the `network` step attaches boxes to.
+    pub network: NetworkConfig,
 }
 
 impl EngineConfig {
@@ -77,6 +80,7 @@ impl EngineConfig {
             },
             helper_binary: PathBuf::from("/proc/self/exe"),
             limits: Limits::default(),
+            network: NetworkConfig::default(),
         }
     }
 }
@@ -101,6 +105,10 @@ impl Engine {
 
     pub fn default_limits(&self) -> &Limits {
         &self.config.limits
+    }
+
+    pub fn network_config(&self) -> &NetworkConfig {
+        &self.config.network
     }
 }
 
@@ -166,6 +174,8 @@ struct LiveBox {
     spec: BoxSpec,
     id: String,
     cgroup: Option<BoxCgroup>,
+    /// The box's place on the bridge, from the `network` step on.
+    network: Option<Attachment>,
     queue: String,
     owned: Vec<Entry>,
     ledger: Arc<Ledger>,
@@ -189,10 +199,12 @@ impl LiveBox {
                 root: root.clone(),
                 hostname: engine.config.hostname.clone(),
                 ids: engine.config.ids,
+                network: None,
             },
             queue: format!("/damda-{id}"),
             id,
             cgroup: None,
+            network: None,
             owned: Vec::new(),
             ledger: engine.ledger.clone(),
         };
@@ -200,6 +212,7 @@ impl LiveBox {
             live.own(Entry::Directory { path: dir.clone() })?;
             rootfs::create_box_dir(&dir)?;
             rootfs::copy_tree(&engine.config.rootfs, &root)?;
+            rootfs::make_device_nodes(&root)?;
             if user_first {
                 rootfs::shift_owner(&root, engine.config.ids.outside)?;
             }
@@ -254,17 +267,13 @@ impl LiveBox {
     /// limits written, the main process moved in.
     fn make_cgroup(&mut self, layout: &Layout, limits: &Limits) -> Result<(), EngineError> {
         let name = format!("damda-{}", self.id);
-        let cgroup_step = |err: CgroupError| EngineError::StepFailed {
-            step: StepId::Cgroups,
-            error: StepError {
-                syscall: "cgroup setup".into(),
-                errno: err.errno().unwrap_or(0),
-                errno_name: err
-                    .errno()
-                    .map(|e| format!("{:?}", nix::errno::Errno::from_raw(e)))
-                    .unwrap_or_default(),
-                message: err.to_string(),
-            },
+        let cgroup_step = |err: CgroupError| {
+            host_step_failed(
+                StepId::Cgroups,
+                "cgroup setup",
+                err.errno(),
+                err.to_string(),
+            )
         };
         for path in BoxCgroup::planned_dirs(layout, &name).map_err(cgroup_step)? {
             self.own(Entry::Cgroup { path })?;
@@ -273,6 +282,23 @@ impl LiveBox {
         let moved = group.move_pid(self.pid());
         self.cgroup = Some(group);
         moved.map_err(cgroup_step)
+    }
+
+    /// Attaches the box to the bridge; its helper configures its end next.
+    fn attach_network(&mut self, config: &NetworkConfig) -> Result<Vec<String>, EngineError> {
+        let pid = self.pid();
+        let (attachment, log) =
+            network::attach(config, &self.id, pid).map_err(|err: NetworkError| {
+                host_step_failed(
+                    StepId::Network,
+                    "network setup",
+                    err.errno(),
+                    err.to_string(),
+                )
+            })?;
+        self.spec.network = Some(attachment.plan.clone());
+        self.network = Some(attachment);
+        Ok(log)
     }
 
     /// Root inside the new user namespace is `ids.outside` on the host.
@@ -288,8 +314,10 @@ impl LiveBox {
 
 impl Drop for LiveBox {
     fn drop(&mut self) {
-        // The processes first, so nothing holds the mounts.
+        // The processes first, so nothing holds the mounts; the network
+        // namespace goes with them, and the veth pair with it.
         drop(self.helper.take());
+        drop(self.network.take());
         let report = self.ledger.release(&self.owned);
         for error in report.errors {
             tracing::warn!("removing a box: {error}");
@@ -315,6 +343,11 @@ pub struct BoxSession {
     rebuild: Option<RebuildNote>,
     /// What the `cgroups` step sets.
     limits: Limits,
+    /// The box's interfaces at the last snapshot, for live network views.
+    inside_links: Vec<LinkState>,
+    /// Chains of other tables that drop forwarded traffic, at the last
+    /// snapshot.
+    forward_drops: Vec<String>,
 }
 
 impl BoxSession {
@@ -328,6 +361,8 @@ impl BoxSession {
             applied: Vec::new(),
             rebuild: None,
             limits,
+            inside_links: Vec::new(),
+            forward_drops: Vec::new(),
         };
         session.apply_phase(StepId::Host, Phase::Early)?;
         session.applied.push(StepId::Host);
@@ -355,9 +390,12 @@ impl BoxSession {
             spec: self.live.spec.clone(),
         };
         match self.live.request(&request)? {
-            Reply::Applied { syscalls } => {
+            Reply::Applied { mut syscalls } => {
                 match (step, phase) {
                     (StepId::User, Phase::Early) => self.live.write_id_maps()?,
+                    (StepId::Network, Phase::Early) => {
+                        syscalls.extend(self.live.attach_network(&self.engine.config.network)?);
+                    }
                     (StepId::Cgroups, Phase::Early) => {
                         let layout = self.engine.layout.as_ref().map_err(|why| {
                             EngineError::Refused(format!("no cgroup filesystem to use: {why}"))
@@ -436,6 +474,10 @@ impl BoxSession {
         if let (StepId::Cgroups, Some(view)) = (step, &cgroup) {
             commands.extend(view.commands.iter().cloned());
         }
+        let network = self.network_view(&inside.links, true);
+        if let Some(view) = &network {
+            self.forward_drops = view.forward_drops.clone();
+        }
         let InsideFacts {
             queue_visible,
             links,
@@ -443,6 +485,7 @@ impl BoxSession {
             files,
             ..
         } = inside;
+        self.inside_links = links.clone();
         Ok(Snapshot {
             step,
             pid,
@@ -476,7 +519,29 @@ impl BoxSession {
             }),
             rebuild: self.rebuild.clone(),
             cgroup,
+            network,
         })
+    }
+
+    /// The box's network, once attached; `full` reads the rules too.
+    fn network_view(&self, inside: &[LinkState], full: bool) -> Option<NetworkView> {
+        let attachment = self.live.network.as_ref()?;
+        Some(network::view::observe(
+            &self.engine.config.network,
+            &attachment.plan,
+            &self.live.id,
+            self.pid(),
+            inside,
+            full,
+        ))
+    }
+
+    /// The network with fresh counters, for the page's live drawing: the
+    /// rules left out, the interfaces as the last snapshot listed them.
+    pub fn network_traffic(&self) -> Option<NetworkView> {
+        let mut view = self.network_view(&self.inside_links, false)?;
+        view.forward_drops = self.forward_drops.clone();
+        Some(view)
     }
 
     /// Live usage of the box's cgroup, once it has one.
@@ -674,6 +739,21 @@ fn cgroup_view(group: &BoxCgroup, layout: String) -> CgroupView {
             .map(|s| format!("{}: {}", s.path.display(), s.reason))
             .collect(),
         usage: group.stats(),
+    }
+}
+
+/// A step whose host side failed, as the page reports a refused step.
+fn host_step_failed(step: StepId, what: &str, errno: Option<i32>, message: String) -> EngineError {
+    EngineError::StepFailed {
+        step,
+        error: StepError {
+            syscall: what.into(),
+            errno: errno.unwrap_or(0),
+            errno_name: errno
+                .map(|e| format!("{:?}", nix::errno::Errno::from_raw(e)))
+                .unwrap_or_default(),
+            message,
+        },
     }
 }
 

@@ -58,6 +58,90 @@ pub trait Kernel {
     fn setgroups(&self, groups: &[u32]) -> Result<(), SysError>;
     fn setresgid(&self, gid: u32) -> Result<(), SysError>;
     fn setresuid(&self, uid: u32) -> Result<(), SysError>;
+    /// One rtnetlink request on the caller's own network namespace.
+    fn link(&self, op: &LinkOp) -> Result<(), SysError>;
+    /// Writes a sysctl of the caller's own namespaces (/proc/sys/NAME with
+    /// dots as slashes).
+    fn sysctl(&self, name: &str, value: &str) -> Result<(), SysError>;
+}
+
+fn sysctl_path(name: &str) -> PathBuf {
+    PathBuf::from("/proc/sys").join(name.replace('.', "/"))
+}
+
+fn describe_sysctl(name: &str, value: &str) -> String {
+    format!("write({:?}, {value:?})", sysctl_path(name))
+}
+
+/// The rtnetlink requests a box makes on its own links.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkOp {
+    Up {
+        name: String,
+    },
+    /// The link must be down: a moved veth end is.
+    Rename {
+        from: String,
+        to: String,
+    },
+    AddAddress {
+        name: String,
+        address: std::net::Ipv4Addr,
+        prefix: u8,
+    },
+    DefaultRoute {
+        gateway: std::net::Ipv4Addr,
+    },
+}
+
+impl LinkOp {
+    fn describe(&self) -> String {
+        match self {
+            LinkOp::Up { name } => format!("RTM_NEWLINK({name}, IFF_UP)"),
+            LinkOp::Rename { from, to } => format!("RTM_NEWLINK({from}, IFLA_IFNAME={to:?})"),
+            LinkOp::AddAddress {
+                name,
+                address,
+                prefix,
+            } => format!("RTM_NEWADDR({address}/{prefix}, dev {name})"),
+            LinkOp::DefaultRoute { gateway } => format!("RTM_NEWROUTE(default via {gateway})"),
+        }
+    }
+
+    fn make(&self) -> nix::Result<()> {
+        use crate::netlink::{Netlink, NetlinkError};
+        let errno = |err: NetlinkError| match err {
+            NetlinkError::Kernel { errno, .. } | NetlinkError::Socket { errno, .. } => errno,
+            NetlinkError::Decode { .. } => Errno::EIO,
+        };
+        let mut netlink = Netlink::open().map_err(errno)?;
+        let mut index = |name: &str| {
+            netlink
+                .link_index(name)
+                .map_err(errno)?
+                .ok_or(Errno::ENODEV)
+        };
+        match self {
+            LinkOp::Up { name } => {
+                let link = index(name)?;
+                netlink.set_up(link)
+            }
+            LinkOp::Rename { from, to } => {
+                let link = index(from)?;
+                netlink.rename(link, to)
+            }
+            LinkOp::AddAddress {
+                name,
+                address,
+                prefix,
+            } => {
+                let link = index(name)?;
+                netlink.add_address(link, *address, *prefix)
+            }
+            LinkOp::DefaultRoute { gateway } => netlink.add_default_route(*gateway),
+        }
+        .map_err(errno)
+    }
 }
 
 /// The arguments of one mount(2) call.
@@ -244,6 +328,14 @@ impl Kernel for LiveKernel {
         let u = nix::unistd::Uid::from_raw(uid);
         self.logged(describe_setresuid(uid), nix::unistd::setresuid(u, u, u))
     }
+    fn link(&self, op: &LinkOp) -> Result<(), SysError> {
+        self.logged(op.describe(), op.make())
+    }
+    fn sysctl(&self, name: &str, value: &str) -> Result<(), SysError> {
+        let written = std::fs::write(sysctl_path(name), value)
+            .map_err(|err| Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO)));
+        self.logged(describe_sysctl(name, value), written)
+    }
 }
 
 /// A call the recording double saw.
@@ -258,6 +350,8 @@ pub enum Call {
     Setgroups(Vec<u32>),
     Setresgid(u32),
     Setresuid(u32),
+    Link(LinkOp),
+    Sysctl(String, String),
 }
 
 /// Records calls instead of making them; can be told to fail one call.
@@ -317,6 +411,15 @@ impl Kernel for RecordingKernel {
     }
     fn setresuid(&self, uid: u32) -> Result<(), SysError> {
         self.record(Call::Setresuid(uid), describe_setresuid(uid))
+    }
+    fn link(&self, op: &LinkOp) -> Result<(), SysError> {
+        self.record(Call::Link(op.clone()), op.describe())
+    }
+    fn sysctl(&self, name: &str, value: &str) -> Result<(), SysError> {
+        self.record(
+            Call::Sysctl(name.to_owned(), value.to_owned()),
+            describe_sysctl(name, value),
+        )
     }
 }
 

@@ -11,6 +11,7 @@ pub mod ledger;
 pub mod lessons;
 pub mod mqueue;
 pub mod netlink;
+pub mod network;
 pub mod observe;
 pub mod paths;
 pub mod rootfs;

@@ -36,6 +36,8 @@ enum Commands {
         rootfs: Option<std::path::PathBuf>,
         #[command(flatten)]
         limits: LimitArgs,
+        #[command(flatten)]
+        network: NetworkArgs,
     },
     /// Serve the page and the websocket.
     Serve {
@@ -57,6 +59,8 @@ enum Commands {
         grace: u64,
         #[command(flatten)]
         limits: LimitArgs,
+        #[command(flatten)]
+        network: NetworkArgs,
     },
     /// Check what damda needs on this host.
     Doctor,
@@ -79,6 +83,24 @@ enum Commands {
     Images,
     /// Show an image's layers, as `docker history` does.
     History { name: String },
+}
+
+/// The `network` step's bridge network.
+#[derive(clap::Args)]
+struct NetworkArgs {
+    /// The private subnet boxes get addresses from; the bridge takes the
+    /// first address. Checked against the host's routes before use.
+    #[arg(long, default_value = damda::network::subnet::DEFAULT_SUBNET)]
+    subnet: String,
+}
+
+impl NetworkArgs {
+    fn config(&self) -> anyhow::Result<damda::network::NetworkConfig> {
+        Ok(damda::network::NetworkConfig {
+            subnet: self.subnet.parse()?,
+            ..Default::default()
+        })
+    }
 }
 
 /// The `cgroups` step's limits, as `docker run` names them.
@@ -120,8 +142,8 @@ fn require_root(what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn sweep_at_start(paths: &Paths) {
-    let report = damda::cli::sweep::sweep(&paths.ledger());
+fn sweep_at_start(paths: &Paths, network: &damda::network::NetworkConfig) {
+    let report = damda::cli::sweep::sweep(&paths.ledger(), network);
     for removed in &report.removed {
         tracing::info!("swept {removed} left by a dead instance");
     }
@@ -134,20 +156,27 @@ fn engine(
     paths: &Paths,
     rootfs: Option<std::path::PathBuf>,
     limits: &LimitArgs,
+    network: &NetworkArgs,
 ) -> anyhow::Result<(Arc<Engine>, Arc<Ledger>)> {
     let limits = limits.limits()?;
-    sweep_at_start(paths);
+    let network = network.config()?;
+    sweep_at_start(paths, &network);
     let ledger = Arc::new(Ledger::create(&paths.ledger())?);
     let mut config = EngineConfig::defaults(paths);
     config.limits = limits;
+    config.network = network;
     if let Some(rootfs) = rootfs {
         config.rootfs = rootfs;
     }
     Ok((Arc::new(Engine::new(ledger.clone(), config)?), ledger))
 }
 
-fn close(ledger: &Ledger) {
+fn close(ledger: &Ledger, engine: &Engine) {
     for error in ledger.close().errors {
+        tracing::warn!("cleanup: {error}");
+    }
+    // The boxes' processes are gone; their places on the bridge go next.
+    for error in damda::network::release_own(engine.network_config()).1 {
         tracing::warn!("cleanup: {error}");
     }
     // On cgroup v2 the first box moved this process into a leaf of its own;
@@ -190,11 +219,12 @@ fn main() -> anyhow::Result<()> {
             hold,
             rootfs,
             limits,
+            network,
         } => {
             require_root("damda walk")?;
-            let (engine, ledger) = engine(&paths, rootfs, &limits)?;
-            let outcome = damda::cli::walk::walk(engine, to, hold);
-            close(&ledger);
+            let (engine, ledger) = engine(&paths, rootfs, &limits, &network)?;
+            let outcome = damda::cli::walk::walk(engine.clone(), to, hold);
+            close(&ledger, &engine);
             match outcome {
                 Ok(()) => Ok(()),
                 Err(damda::cli::walk::WalkError::StepFailed) => std::process::exit(1),
@@ -208,6 +238,7 @@ fn main() -> anyhow::Result<()> {
             max_boxes,
             grace,
             limits,
+            network,
         } => {
             require_root("damda serve")?;
             if !listen.ip().is_loopback() && token.is_none() {
@@ -219,7 +250,7 @@ fn main() -> anyhow::Result<()> {
             if max_boxes == 0 {
                 bail!("--max-boxes must be at least 1");
             }
-            let (engine, ledger) = engine(&paths, None, &limits)?;
+            let (engine, ledger) = engine(&paths, None, &limits, &network)?;
             let options = damda::server::ServeOptions {
                 listen,
                 web_dir: paths.web.clone(),
@@ -229,9 +260,9 @@ fn main() -> anyhow::Result<()> {
                 grace: Duration::from_secs(grace),
             };
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            let outcome = runtime.block_on(damda::server::serve(engine, options));
+            let outcome = runtime.block_on(damda::server::serve(engine.clone(), options));
             runtime.shutdown_timeout(Duration::from_secs(2));
-            close(&ledger);
+            close(&ledger, &engine);
             outcome
         }
         Commands::Doctor => {
@@ -266,7 +297,10 @@ fn main() -> anyhow::Result<()> {
                 return Ok(());
             }
             require_root("damda sweep")?;
-            let report = damda::cli::sweep::sweep(&paths.ledger());
+            let report = damda::cli::sweep::sweep(
+                &paths.ledger(),
+                &damda::network::NetworkConfig::default(),
+            );
             for removed in &report.removed {
                 println!("removed {removed}");
             }

@@ -170,6 +170,14 @@ impl Netlink {
         self.set_link(&format!("RTM_SETLINK {index} master {master}"), message)
     }
 
+    /// `ip link set INDEX address MAC`. A bridge given its own address keeps
+    /// it; otherwise it takes the lowest of its ports' and changes when that
+    /// port leaves, which strands the neighbours' ARP entries for it.
+    pub fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> Result<(), NetlinkError> {
+        let message = link_message(index, LinkAttribute::Address(mac.to_vec()));
+        self.set_link(&format!("RTM_SETLINK {index} address"), message)
+    }
+
     /// `ip link set INDEX up`
     pub fn set_up(&mut self, index: u32) -> Result<(), NetlinkError> {
         let mut message = LinkMessage::default();

@@ -185,6 +185,27 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<(), RootfsError> {
     fs::set_permissions(to, meta.permissions()).map_err(io("chmod", to))
 }
 
+/// The device nodes every container has and programs expect (a daemon
+/// sends its output to /dev/null): made in each box's copy by the server,
+/// which may (a box's root may not mknod, even in its user namespace).
+pub fn make_device_nodes(root: &Path) -> Result<(), RootfsError> {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    for (name, minor) in [("null", 3), ("zero", 5)] {
+        let path = root.join("dev").join(name);
+        mknod(
+            &path,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(1, minor),
+        )
+        .map_err(|errno| io("mknod", &path)(errno.into()))?;
+        // mknod's mode passes through the umask.
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .map_err(io("chmod", &path))?;
+    }
+    Ok(())
+}
+
 /// Shifts the owner of every entry by `offset` (uid and gid alike), without
 /// following symlinks: the box's copy handed to a user namespace's range.
 pub fn shift_owner(path: &Path, offset: u32) -> Result<(), RootfsError> {

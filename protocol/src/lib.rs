@@ -354,6 +354,119 @@ pub struct Snapshot {
     /// The box's cgroup, from the `cgroups` step on.
     #[serde(default)]
     pub cgroup: Option<CgroupView>,
+    /// The bridge, the veth pair and the NAT rules, from the `network` step on.
+    #[serde(default)]
+    pub network: Option<NetworkView>,
+}
+
+/// The network the `network` step builds, as Docker's default bridge network,
+/// read back from the kernel: links and counters by netlink and
+/// /proc/PID/net, rules from nftables.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug, Default)]
+pub struct NetworkView {
+    /// The host's bridge (damda0), like docker0.
+    pub bridge: BridgeView,
+    /// Every box on the bridge, this one and any other learner's.
+    pub ports: Vec<BridgePort>,
+    /// The box's interfaces as its own network namespace has them.
+    pub inside: Vec<InterfaceView>,
+    /// The box's routing table (main), from /proc/PID/net/route.
+    pub routes: Vec<RouteView>,
+    /// TCP sockets listening in the box, from /proc/PID/net/tcp.
+    pub listening: Vec<Listener>,
+    /// The forwarded port, like `docker run -p 8081:80`.
+    pub forward: Option<PortForward>,
+    /// `nft list table ip damda` as the kernel returns it. Live updates leave
+    /// it out (`None`): the rules change only with the steps.
+    #[serde(default)]
+    pub rules: Option<String>,
+    /// Host-wide settings the step needs, with the values damda found.
+    pub host_settings: Vec<HostSetting>,
+    /// Base chains of other tables (Docker's FORWARD policy DROP) that drop
+    /// forwarded packets whatever damda's own chains accept.
+    pub forward_drops: Vec<String>,
+}
+
+/// The host's bridge.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug, Default)]
+pub struct BridgeView {
+    pub name: String,
+    /// The gateway address with its prefix, e.g. 10.221.0.1/24.
+    pub address: String,
+    /// The subnet boxes get addresses from, e.g. 10.221.0.0/24.
+    pub subnet: String,
+    pub up: bool,
+    pub mac: String,
+    pub counters: Counters,
+}
+
+/// Bytes and packets through an interface, as the kernel counts them.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Counters {
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+}
+
+/// A box's veth pair: the host end on the bridge and the box's address.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct BridgePort {
+    /// The host end's name (damda-h…).
+    pub veth: String,
+    /// The box's address on the bridge.
+    pub box_address: String,
+    /// The host port forwarded to this box's port 80, if any.
+    pub host_port: Option<u16>,
+    /// True for the box this snapshot is about.
+    pub this_box: bool,
+    pub up: bool,
+    pub counters: Counters,
+}
+
+/// One interface inside the box.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct InterfaceView {
+    pub name: String,
+    pub addresses: Vec<String>,
+    pub counters: Counters,
+}
+
+/// One route: `default` or a subnet, through a gateway or on the link.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct RouteView {
+    pub destination: String,
+    pub gateway: Option<String>,
+    pub device: String,
+}
+
+/// A listening TCP socket.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct Listener {
+    pub address: String,
+    pub port: u16,
+}
+
+/// A host port forwarded to the box: DNAT for traffic that crosses the
+/// bridge or leaves the host itself, the userland proxy for 127.0.0.1.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct PortForward {
+    pub host_port: u16,
+    pub box_address: String,
+    pub box_port: u16,
+    /// Where the userland proxy listens (127.0.0.1:PORT).
+    pub proxy: String,
+}
+
+/// A host-wide setting: its value now and before damda changed it.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct HostSetting {
+    /// The sysctl name, e.g. net.ipv4.ip_forward.
+    pub name: String,
+    pub value: String,
+    /// What damda found and restores when its last box leaves the bridge;
+    /// `None` when damda did not change it.
+    pub before: Option<String>,
 }
 
 /// What a box may use. `None` leaves that resource unlimited.
@@ -603,6 +716,9 @@ pub enum ServerMessage {
     },
     /// Live usage of the box's cgroup, about once a second while watched.
     Usage(Box<CgroupStats>),
+    /// The box's network with fresh counters, about once a second while
+    /// watched, from the `network` step on (`rules` left out).
+    Network(Box<NetworkView>),
     /// The command ended: its exit code, or the signal that ended it.
     Exited {
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1142,13 +1142,13 @@ impl Ws {
         }
     }
 
-    /// The next protocol message other than live usage, which the sampler
-    /// sends on its own clock at the cgroups step (tests that read usage use
-    /// `next_event`); anything else fails the test.
+    /// The next protocol message other than live usage and traffic, which
+    /// the sampler sends on its own clock from the cgroups step on (tests
+    /// that read them use `next_event`); anything else fails the test.
     pub async fn recv(&mut self) -> ServerMessage {
         loop {
             match self.next_event(STEP_TIMEOUT).await {
-                Event::Message(_, ServerMessage::Usage(_)) => continue,
+                Event::Message(_, ServerMessage::Usage(_) | ServerMessage::Network(_)) => continue,
                 Event::Message(_, message) => return message,
                 other => panic!("expected a message, got {other:?}"),
             }

@@ -6,8 +6,13 @@ use crate::ledger::{sweep_dead_owners, SweepReport};
 use std::fs;
 use std::path::Path;
 
-pub fn sweep(ledger_dir: &Path) -> SweepReport {
-    sweep_dead_owners(ledger_dir)
+/// The dead instances' ledgers, then their places on the bridge network.
+pub fn sweep(ledger_dir: &Path, network: &crate::network::NetworkConfig) -> SweepReport {
+    let mut report = sweep_dead_owners(ledger_dir);
+    let (removed, errors) = crate::network::sweep(network);
+    report.removed.extend(removed);
+    report.errors.extend(errors);
+    report
 }
 
 /// Box helpers: processes started from damda's sealed helper image.
@@ -73,5 +78,8 @@ pub fn leftovers() -> Vec<String> {
     found.extend(mounts());
     found.extend(links());
     cgroups(Path::new("/sys/fs/cgroup"), 5, &mut found);
+    found.extend(crate::network::leftovers(
+        &crate::network::NetworkConfig::default(),
+    ));
     found
 }

@@ -426,8 +426,9 @@ pub async fn serve_connection<W, R, E>(
 /// How often live usage is sent while a page watches.
 const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Sends the box's cgroup usage about once a second while the page watches
-/// and the box has a cgroup; reads nothing otherwise.
+/// Sends the box's cgroup usage and network counters about once a second
+/// while the page watches and the box has a cgroup or a network; reads
+/// nothing otherwise.
 async fn sample_usage(
     sampled: SampledBox,
     watching: Arc<AtomicBool>,
@@ -444,17 +445,17 @@ async fn sample_usage(
             continue;
         };
         // A box busy with a step is not waited for: the next tick will do.
-        let usage = match session.try_lock() {
-            Ok(guard) => guard.usage(),
+        let (usage, traffic) = match session.try_lock() {
+            Ok(guard) => (guard.usage(), guard.network_traffic()),
             Err(_) => continue,
         };
-        if let Some(usage) = usage {
-            if outbox
-                .send(Outgoing::Message(ServerMessage::Usage(Box::new(usage))))
-                .await
-                .is_err()
-            {
-                break;
+        let messages = usage
+            .map(|u| ServerMessage::Usage(Box::new(u)))
+            .into_iter()
+            .chain(traffic.map(|t| ServerMessage::Network(Box::new(t))));
+        for message in messages {
+            if outbox.send(Outgoing::Message(message)).await.is_err() {
+                return;
             }
         }
     }

@@ -13,6 +13,7 @@ mod host;
 mod ipc;
 mod mnt;
 mod net;
+mod network;
 mod pid;
 mod user;
 mod uts;
@@ -45,6 +46,10 @@ pub struct BoxSpec {
     pub hostname: String,
     /// The ids the `user` step maps.
     pub ids: IdMap,
+    /// The box's place on the bridge, once the `network` step's host side
+    /// has made it.
+    #[serde(default)]
+    pub network: Option<crate::network::BoxNetwork>,
 }
 
 /// Steps whose work the kernel needs split: `Early` runs where the step
@@ -90,6 +95,7 @@ pub static ORDER: &[&dyn Step] = &[
     &user::User,
     &cgroupns::Cgroupns,
     &cgroups::Cgroups,
+    &network::Network,
 ];
 
 /// The step with this id, if this build can apply it.
@@ -162,6 +168,7 @@ pub(crate) fn test_spec() -> BoxSpec {
             outside: 100000,
             count: 65536,
         },
+        network: None,
     }
 }
 
