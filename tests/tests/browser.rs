@@ -886,3 +886,62 @@ async fn terminal_runs_a_command_in_the_box() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_step_draws_the_bridge_and_the_box_pings_its_gateway() {
+    run(
+        "network_step_draws_the_bridge_and_the_box_pings_its_gateway",
+        async |page: &Page| {
+            page.wait_step("host", FIRST_WAIT).await?;
+            page.goto_step("network").await?;
+            page.wait_step("network", REPLAY_WAIT).await?;
+            let address = page
+                .wait_js(
+                    "this box on the topology drawing",
+                    STEP_WAIT,
+                    "const b = document.querySelector('#network-topology .topology-box.this-box'); \
+                     return b && b.dataset.boxAddress;",
+                )
+                .await?;
+            let address = address.as_str().unwrap_or_default().to_owned();
+            ensure!(address.starts_with("10.221.0."), "box address {address:?}");
+            let driver = page.attr("#network-drivers", "data-current").await?;
+            ensure!(driver.as_deref() == Some("bridge"), "driver {driver:?}");
+            let rules = page.text("#network-rules").await?.unwrap_or_default();
+            ensure!(
+                rules.contains(&format!("dnat to {address}:80")),
+                "the rules card lacks the DNAT rule: {rules}"
+            );
+
+            // The page's terminal runs without capabilities: ping works
+            // because the step opened ping_group_range as Docker does.
+            page.wait_js(
+                "#term-input enabled",
+                STEP_WAIT,
+                "const i = document.querySelector('#term-input'); return !!i && !i.disabled;",
+            )
+            .await?;
+            let input = page.c().find(Locator::Css("#term-input")).await?;
+            input.send_keys("ping -c 1 -W 3 10.221.0.1").await?;
+            input.send_keys(&Key::Enter.to_string()).await?;
+            let out = page
+                .wait_js(
+                    "ping's output and its end",
+                    STEP_WAIT,
+                    "const t = document.querySelector('#terminal'); \
+                     const o = t && t.querySelector('.term-out'); \
+                     return o && t.dataset.running === 'false' && o.querySelector('.term-exit') \
+                       && o.textContent.includes('packets transmitted') ? o.textContent : null;",
+                )
+                .await?;
+            let out = out.as_str().unwrap_or_default();
+            ensure!(
+                out.contains("1 packets received"),
+                "ping from the page: {out}"
+            );
+            page.screenshot("network").await?;
+            Ok(())
+        },
+    )
+    .await;
+}
