@@ -11,6 +11,7 @@ use crate::components::controls::Controls;
 use crate::components::demo_panel::DemoPanel;
 use crate::components::error_banner::ErrorBanner;
 use crate::components::header::Header;
+use crate::components::image_layers::ImageLayers;
 use crate::components::ipc_probe::IpcProbe;
 use crate::components::lesson_pane::LessonPane;
 use crate::components::limits_form::LimitsForm;
@@ -23,8 +24,10 @@ use crate::components::proc_files::ProcFiles;
 use crate::components::process_card::ProcessCard;
 use crate::components::process_tree::ProcessTree;
 use crate::components::rebuild_note::RebuildNote;
+use crate::components::service_card::ServiceCard;
 use crate::components::stepper::{step_title, Stepper};
 use crate::components::terminal::Terminal;
+use crate::components::upper_changes::UpperChanges;
 use crate::components::usage_gauges::UsageGauges;
 use crate::hooks::use_arrow_keys::use_arrow_keys;
 use crate::hooks::use_damda_socket::{use_damda_socket, SocketEvent};
@@ -88,6 +91,8 @@ fn socket_action(event: SocketEvent) -> Action {
             ServerMessage::Exited { code, signal } => Action::TermExited { code, signal },
             ServerMessage::Usage(stats) => Action::Usage(stats, now_ms()),
             ServerMessage::Network(view) => Action::Network(view, now_ms()),
+            ServerMessage::Changes { upper } => Action::Changes(upper),
+            ServerMessage::Which { path, provenance } => Action::Which { path, provenance },
             ServerMessage::Error {
                 code,
                 message,
@@ -253,6 +258,17 @@ pub fn app() -> Html {
             }
         })
     };
+    let on_which = {
+        let state = state.clone();
+        let socket = socket.clone();
+        Callback::from(move |path: String| {
+            if state.connection == Connection::Open
+                && socket.send(ClientMessage::Which { path: path.clone() })
+            {
+                state.dispatch(Action::WhichSent(path));
+            }
+        })
+    };
     let on_interrupt = {
         let socket = socket.clone();
         Callback::from(move |()| {
@@ -325,6 +341,35 @@ pub fn app() -> Html {
             });
 
             let ready = state.connection == Connection::Open;
+
+            // From the overlay step on: the image's layers under the box's
+            // own, what the box changed, and (from `run`) the service.
+            let image = snapshot.image.as_ref().map(|image| {
+                html! {
+                    <>
+                        <ImageLayers {lang}
+                            image={image.clone()}
+                            which={state.which.clone()}
+                            {ready}
+                            {on_which} />
+                        <UpperChanges {lang}
+                            upper={image.upper.clone()}
+                            layers={image.layers.clone()}
+                            marks={state.upper_marks.clone()} />
+                    </>
+                }
+            });
+            let service = snapshot.image.as_ref().and_then(|image| {
+                let pid = image.service_pid?;
+                Some(html! {
+                    <ServiceCard {lang}
+                        image={image.name.clone()}
+                        command={image.command.clone()}
+                        {pid}
+                        forward={snapshot.network.as_ref().and_then(|n| n.forward.clone())} />
+                })
+            });
+
             let terminal = html! {
                 <Terminal {lang}
                     terminal={state.terminal.clone()}
@@ -380,15 +425,23 @@ pub fn app() -> Html {
                 });
             // On the cgroups step the demonstrations, their output and the
             // gauges they move come first, together; later they follow the
-            // namespace map like the other views.
-            let (top, middle, bottom) = if snapshot.step == StepId::Cgroups {
+            // namespace map like the other views. From the overlay step on,
+            // the layers, the box's changes and the terminal that makes them
+            // come together right after the namespace map, led by the
+            // service the `run` step started.
+            let (top, featured, middle, bottom) = if snapshot.step == StepId::Cgroups {
                 let top = html! {
                     <>{ for usage }{ terminal }{ for card }{ for limits }</>
                 };
-                (Some(top), None, None)
+                (Some(top), None, None, None)
             } else {
                 let middle = html! { <>{ for usage }{ for card }{ for limits }</> };
-                (None, Some(middle), Some(terminal))
+                if image.is_some() {
+                    let featured = html! { <>{ for service }{ for image }{ terminal }</> };
+                    (None, Some(featured), Some(middle), None)
+                } else {
+                    (None, None, Some(middle), Some(terminal))
+                }
             };
             html! {
                 <>
@@ -397,6 +450,7 @@ pub fn app() -> Html {
                         <RebuildNote {lang} {note} errno={errno.clone()} />
                     }
                     <NamespaceMap {lang} snapshot={snapshot.clone()} previous={previous.clone()} />
+                    { for featured }
                     { for first }
                     { for network }
                     { for drivers }

@@ -7,8 +7,8 @@ use std::rc::Rc;
 use std::collections::{HashMap, VecDeque};
 
 use damda_protocol::{
-    CgroupLimits, CgroupStats, Counters, Demo, ErrorCode, NetworkView, OutputStream, Snapshot,
-    StepError, StepId, StepInfo,
+    CgroupLimits, CgroupStats, Counters, Demo, ErrorCode, NetworkView, OutputStream, Provenance,
+    Snapshot, StepError, StepId, StepInfo, UpperEntry, UpperKind,
 };
 use yew::prelude::*;
 
@@ -305,6 +305,64 @@ pub struct LimitsState {
     pub error: Option<String>,
 }
 
+/// How an entry of the upper directory differs from the list before it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum UpperMark {
+    /// Not in the list before (or there as another kind).
+    New,
+    /// There before, with another size.
+    Grown,
+}
+
+/// The upper directory's entries that differ from the list before, by path.
+pub type UpperMarks = HashMap<String, UpperMark>;
+
+/// What changed from one upper-directory list to the next.
+fn upper_marks(before: &[UpperEntry], after: &[UpperEntry]) -> UpperMarks {
+    let before: HashMap<&str, &UpperEntry> = before.iter().map(|e| (e.path.as_str(), e)).collect();
+    after
+        .iter()
+        .filter_map(|entry| {
+            let mark = match before.get(entry.path.as_str()) {
+                None => UpperMark::New,
+                Some(old) if old.kind != entry.kind => UpperMark::New,
+                Some(old) if old.size != entry.size => UpperMark::Grown,
+                Some(_) => return None,
+            };
+            Some((entry.path.clone(), mark))
+        })
+        .collect()
+}
+
+/// Whether `path` is `dir` or under it.
+fn within(dir: &str, path: &str) -> bool {
+    let dir = dir.trim_end_matches('/');
+    path == dir
+        || path
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Whether a new or changed upper entry can change where `path` comes
+/// from: the path itself, or a directory above it that now hides what is
+/// under it (a parent merely copied up hides nothing).
+fn touches(changed: &UpperEntry, path: &str) -> bool {
+    changed.path == path
+        || (matches!(changed.kind, UpperKind::Whiteout | UpperKind::OpaqueDir)
+            && within(&changed.path, path))
+}
+
+/// The "which layer?" form's exchange with the server.
+#[derive(Clone, PartialEq, Debug, Default)]
+pub struct WhichState {
+    /// The path asked about, while its answer is on the way.
+    pub asked: Option<String>,
+    /// The last answer: the path and where it comes from.
+    pub answer: Option<(String, Provenance)>,
+    /// The upper directory changed at or above the answer's path since.
+    pub stale: bool,
+}
+
 /// Error codes that answer a terminal request, shown in the terminal.
 pub fn is_terminal_error(code: ErrorCode) -> bool {
     matches!(
@@ -340,6 +398,10 @@ pub struct State {
     pub limits: LimitsState,
     /// Rates through the box's network, from `network` messages.
     pub net_rates: Rc<NetRates>,
+    /// Entries of the box's upper directory new or grown since the list
+    /// before (from `changes` messages and snapshots of the same box).
+    pub upper_marks: Rc<UpperMarks>,
+    pub which: WhichState,
 }
 
 impl State {
@@ -360,6 +422,8 @@ impl State {
             demo_baseline: None,
             limits: LimitsState::default(),
             net_rates: Rc::default(),
+            upper_marks: Rc::default(),
+            which: WhichState::default(),
         }
     }
 
@@ -425,6 +489,15 @@ pub enum Action {
         signal: Option<i32>,
     },
     TermClear,
+    /// A `changes` message: the box's upper directory after a command.
+    Changes(Vec<UpperEntry>),
+    /// "Which layer?" was asked about a path.
+    WhichSent(String),
+    /// The answer to it.
+    Which {
+        path: String,
+        provenance: Provenance,
+    },
 }
 
 impl Reducible for State {
@@ -461,6 +534,25 @@ impl Reducible for State {
                 if !same_box || snapshot.network.is_none() {
                     next.net_rates = Rc::default();
                 }
+                // The same box's upper directory carries on; another box's
+                // (or no overlay) starts with nothing marked or asked.
+                let upper_before = next
+                    .snapshot
+                    .as_ref()
+                    .filter(|_| same_box)
+                    .and_then(|s| s.image.as_ref())
+                    .map(|i| i.upper.as_slice());
+                match (upper_before, &snapshot.image) {
+                    (Some(before), Some(image)) => {
+                        if before != image.upper.as_slice() {
+                            next.upper_marks = Rc::new(upper_marks(before, &image.upper));
+                        }
+                    }
+                    _ => {
+                        next.upper_marks = Rc::default();
+                        next.which = WhichState::default();
+                    }
+                }
                 next.limits.applying = false;
                 if snapshot.cgroup.is_some() {
                     next.limits.sent = None;
@@ -481,6 +573,7 @@ impl Reducible for State {
             }
             Action::Busy(message) => next.busy = Some(message),
             Action::ServerError(error) if is_terminal_error(error.code) => {
+                next.which.asked = None;
                 let terminal = Rc::make_mut(&mut next.terminal);
                 match error.code {
                     ErrorCode::NotAllowed => {
@@ -502,6 +595,7 @@ impl Reducible for State {
                 };
             }
             Action::ServerError(error) => {
+                next.which.asked = None;
                 next.busy = None;
                 next.limits.applying = false;
                 next.error = Some(error);
@@ -570,6 +664,45 @@ impl Reducible for State {
                 terminal.running = false;
                 terminal.push(TermChunk::Exited { code, signal });
             }
+            Action::Changes(upper) => {
+                // One sent before the box went back past `overlay` has
+                // nothing to update.
+                let Some(snapshot) = next.snapshot.as_mut() else {
+                    return self;
+                };
+                let Some(image) = &snapshot.image else {
+                    return self;
+                };
+                if image.upper == upper {
+                    return self;
+                }
+                let marks = upper_marks(&image.upper, &upper);
+                // Entries gone from the list count too: `rm` of a file the
+                // box created brings a layer's version (or nothing) back.
+                if let Some((path, _)) = &next.which.answer {
+                    let mut changed = upper.iter().filter(|e| marks.contains_key(&e.path));
+                    let mut gone = image
+                        .upper
+                        .iter()
+                        .filter(|old| !upper.iter().any(|e| e.path == old.path));
+                    if changed.any(|e| touches(e, path)) || gone.any(|old| within(&old.path, path))
+                    {
+                        next.which.stale = true;
+                    }
+                }
+                next.upper_marks = Rc::new(marks);
+                if let Some(image) = Rc::make_mut(snapshot).image.as_mut() {
+                    image.upper = upper;
+                }
+            }
+            Action::WhichSent(path) => next.which.asked = Some(path),
+            Action::Which { path, provenance } => {
+                next.which = WhichState {
+                    asked: None,
+                    answer: Some((path, provenance)),
+                    stale: false,
+                };
+            }
             Action::TermClear => {
                 let running = next.terminal.running;
                 let refused = next.terminal.refused;
@@ -581,5 +714,49 @@ impl Reducible for State {
             }
         }
         Rc::new(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, kind: UpperKind, size: u64) -> UpperEntry {
+        UpperEntry {
+            path: path.to_owned(),
+            kind,
+            size,
+            hides_layer: None,
+        }
+    }
+
+    #[test]
+    fn marks_new_and_grown_entries() {
+        let before = [
+            entry("/etc", UpperKind::Dir, 0),
+            entry("/etc/motd", UpperKind::File, 3),
+        ];
+        let after = [
+            entry("/etc", UpperKind::Dir, 0),
+            entry("/etc/motd", UpperKind::File, 6),
+            entry("/www/index.html", UpperKind::Whiteout, 0),
+        ];
+        let marks = upper_marks(&before, &after);
+        assert_eq!(marks.len(), 2);
+        assert_eq!(marks.get("/etc"), None);
+        assert_eq!(marks["/etc/motd"], UpperMark::Grown);
+        assert_eq!(marks["/www/index.html"], UpperMark::New);
+    }
+
+    #[test]
+    fn a_change_touches_the_path_and_what_it_hides() {
+        let passwd = "/etc/passwd";
+        assert!(touches(&entry(passwd, UpperKind::File, 9), passwd));
+        assert!(!touches(&entry("/etc", UpperKind::Dir, 0), passwd));
+        assert!(touches(&entry("/etc", UpperKind::OpaqueDir, 0), passwd));
+        assert!(touches(&entry("/etc", UpperKind::Whiteout, 0), passwd));
+        assert!(!touches(&entry("/et", UpperKind::Whiteout, 0), passwd));
+        assert!(!touches(&entry(passwd, UpperKind::Whiteout, 0), "/etc"));
+        assert!(within("/etc/", passwd));
     }
 }
