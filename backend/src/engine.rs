@@ -9,17 +9,19 @@
 use crate::cgroups::{BoxCgroup, CgroupError, Layout, Limits, LimitsCheck};
 use crate::helper::parent::{HelperError, HelperExe, HelperProcess};
 use crate::helper::{InsideFacts, Reply, Request};
+use crate::image::{Image, ImageStore, LayerInfo, Reference, UnpackOptions, DEFAULT_IMAGE};
 use crate::ledger::{process_start_time, Entry, Ledger, LedgerError};
 use crate::mqueue;
 use crate::network::{self, Attachment, NetworkConfig, NetworkError};
 use crate::observe::{self, ObserveError, Target};
 use crate::rootfs::{self, RootfsError};
-use crate::steps::{self, BoxSpec, IdMap, Phase};
+use crate::steps::{self, BoxSpec, IdMap, OverlayPlan, Phase};
 use damda_protocol::{
-    CgroupFile, CgroupStats, CgroupView, Command, IpcProbe, LinkState, NetworkView, ProcFile,
-    ProcessTree, RebuildNote, Snapshot, StepError, StepId, Syscall,
+    CgroupFile, CgroupStats, CgroupView, Command, ImageView, IpcProbe, LayerView, LinkState,
+    NetworkView, ProcFile, ProcessTree, Provenance, RebuildNote, Snapshot, StepError, StepId,
+    Syscall, UpperEntry,
 };
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,10 @@ pub enum EngineError {
     NoSuchMove(&'static str),
     #[error("the box helper refused: {0}")]
     Refused(String),
+    #[error("the image: {0}")]
+    Image(#[from] crate::image::StoreError),
+    #[error("preparing the overlay: {0}")]
+    OverlayDirs(std::io::Error),
 }
 
 /// Where boxes come from; shared by every box of one server or walk.
@@ -63,6 +69,10 @@ pub struct EngineConfig {
     pub limits: Limits,
     /// The bridge network the `network` step attaches boxes to.
     pub network: NetworkConfig,
+    /// The image store (data/images) and the image the `overlay` step
+    /// mounts.
+    pub images: PathBuf,
+    pub image: Reference,
 }
 
 impl EngineConfig {
@@ -81,6 +91,10 @@ impl EngineConfig {
             helper_binary: PathBuf::from("/proc/self/exe"),
             limits: Limits::default(),
             network: NetworkConfig::default(),
+            images: paths.images(),
+            image: DEFAULT_IMAGE
+                .parse()
+                .expect("the default image's name is valid"),
         }
     }
 }
@@ -176,18 +190,23 @@ struct LiveBox {
     cgroup: Option<BoxCgroup>,
     /// The box's place on the bridge, from the `network` step on.
     network: Option<Attachment>,
+    /// The image whose layers the `overlay` step mounts, once prepared.
+    image: Option<(Image, Vec<LayerInfo>)>,
     queue: String,
     owned: Vec<Entry>,
     ledger: Arc<Ledger>,
 }
 
 impl LiveBox {
-    fn start(engine: &Engine, user_first: bool) -> Result<Self, EngineError> {
+    /// A fresh box; with `on_image`, built for the `overlay` step from the
+    /// start: its root is the image's overlay, entered by pivot_root, and it
+    /// has no copy of the rootfs and no chroot.
+    fn start(engine: &Engine, user_first: bool, on_image: bool) -> Result<Self, EngineError> {
         let id = random_id();
         let dir = engine.config.boxes.join(format!("damda-{id}"));
         // A rootfs that is not there is not copied: the box points at it, and
         // the `chroot` step fails with the kernel's own ENOENT.
-        let source_missing = !engine.config.rootfs.exists();
+        let source_missing = !engine.config.rootfs.exists() && !on_image;
         let root = if source_missing {
             engine.config.rootfs.clone()
         } else {
@@ -200,15 +219,22 @@ impl LiveBox {
                 hostname: engine.config.hostname.clone(),
                 ids: engine.config.ids,
                 network: None,
+                overlay: None,
+                command: Vec::new(),
             },
             queue: format!("/damda-{id}"),
             id,
             cgroup: None,
             network: None,
+            image: None,
             owned: Vec::new(),
             ledger: engine.ledger.clone(),
         };
-        if !source_missing {
+        if on_image {
+            live.own(Entry::Directory { path: dir.clone() })?;
+            rootfs::create_box_dir(&dir)?;
+            live.prepare_overlay(engine, &dir)?;
+        } else if !source_missing {
             live.own(Entry::Directory { path: dir.clone() })?;
             rootfs::create_box_dir(&dir)?;
             rootfs::copy_tree(&engine.config.rootfs, &root)?;
@@ -284,6 +310,55 @@ impl LiveBox {
         moved.map_err(cgroup_step)
     }
 
+    /// The image's layers (unpacked once, owned by the box's mapped ids) and
+    /// the box's own upper, work and mount directories under `dir`; the box
+    /// mounts and enters them at the `overlay` step.
+    fn prepare_overlay(&mut self, engine: &Engine, dir: &Path) -> Result<(), EngineError> {
+        use std::os::unix::fs::{chown, DirBuilderExt};
+        let owner = self.spec.ids.outside;
+        let options = UnpackOptions {
+            owner_offset: owner,
+            ..UnpackOptions::default()
+        };
+        let store = ImageStore::open_with(&engine.config.images, options)?;
+        let image = store.image(&engine.config.image)?;
+        let layers = store.unpacked_layers(&engine.config.image)?;
+        if !dir.exists() {
+            self.own(Entry::Directory {
+                path: dir.to_owned(),
+            })?;
+            rootfs::create_box_dir(dir)?;
+        }
+        let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("merged"));
+        let made = (|| {
+            for (path, mode) in [(&upper, 0o700), (&work, 0o700), (&merged, 0o755)] {
+                std::fs::DirBuilder::new().mode(mode).create(path)?;
+                chown(path, Some(owner), Some(owner))?;
+            }
+            // The mount points of the devices bound in from the host.
+            let dev = upper.join("dev");
+            std::fs::DirBuilder::new().mode(0o755).create(&dev)?;
+            chown(&dev, Some(owner), Some(owner))?;
+            for device in steps::DEVICES {
+                let point = upper.join(device.trim_start_matches('/'));
+                std::fs::File::create(&point)?;
+                chown(&point, Some(owner), Some(owner))?;
+            }
+            Ok(())
+        })();
+        made.map_err(EngineError::OverlayDirs)?;
+        self.spec.root = merged.clone();
+        self.spec.command = image.command();
+        self.spec.overlay = Some(OverlayPlan {
+            lowers: layers.iter().map(|l| l.dir.clone()).collect(),
+            upper,
+            work,
+            merged,
+        });
+        self.image = Some((image, layers));
+        Ok(())
+    }
+
     /// Attaches the box to the bridge; its helper configures its end next.
     fn attach_network(&mut self, config: &NetworkConfig) -> Result<Vec<String>, EngineError> {
         let pid = self.pid();
@@ -348,12 +423,14 @@ pub struct BoxSession {
     /// Chains of other tables that drop forwarded traffic, at the last
     /// snapshot.
     forward_drops: Vec<String>,
+    /// Set when the `overlay` step rebuilt the box without chroot.
+    pivot_note: Option<RebuildNote>,
 }
 
 impl BoxSession {
     /// A fresh box at `host`.
     pub fn start(engine: Arc<Engine>) -> Result<(Self, Snapshot), EngineError> {
-        let live = LiveBox::start(&engine, false)?;
+        let live = LiveBox::start(&engine, false, false)?;
         let limits = engine.config.limits.clone();
         let mut session = BoxSession {
             engine,
@@ -363,6 +440,7 @@ impl BoxSession {
             limits,
             inside_links: Vec::new(),
             forward_drops: Vec::new(),
+            pivot_note: None,
         };
         session.apply_phase(StepId::Host, Phase::Early)?;
         session.applied.push(StepId::Host);
@@ -384,10 +462,19 @@ impl BoxSession {
 
     /// Applies one phase; returns the calls made.
     fn apply_phase(&mut self, step: StepId, phase: Phase) -> Result<Vec<String>, EngineError> {
+        if (step, phase) == (StepId::Overlay, Phase::Early) && self.live.spec.overlay.is_none() {
+            // Tried on the live box first: the kernel says why it cannot be.
+            let dir = self
+                .engine
+                .config
+                .boxes
+                .join(format!("damda-{}", self.live.id));
+            self.live.prepare_overlay(&self.engine, &dir)?;
+        }
         let request = Request::Apply {
             step,
             phase,
-            spec: self.live.spec.clone(),
+            spec: Box::new(self.live.spec.clone()),
         };
         match self.live.request(&request)? {
             Reply::Applied { mut syscalls } => {
@@ -517,10 +604,88 @@ impl BoxSession {
                 on_host: mqueue::exists(&self.live.queue),
                 in_box,
             }),
-            rebuild: self.rebuild.clone(),
+            rebuild: self.pivot_note.clone().or_else(|| self.rebuild.clone()),
             cgroup,
             network,
+            image: self.image_view(pid),
         })
+    }
+
+    /// The box's layers and changes, once its root is the image's overlay.
+    fn image_view(&self, pid: u32) -> Option<ImageView> {
+        if !self.applied.contains(&StepId::Overlay) {
+            return None;
+        }
+        let (image, layers) = self.live.image.as_ref()?;
+        let plan = self.live.spec.overlay.as_ref()?;
+        let mountinfo =
+            std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+        Some(ImageView {
+            name: image.reference.to_string(),
+            id: crate::image::short_id(&image.config_digest),
+            command: image.command(),
+            layers: layers
+                .iter()
+                .map(|l| LayerView {
+                    digest: l.digest.to_string(),
+                    diff_id: l.diff_id.to_string(),
+                    size: l.size,
+                    created_by: l.created_by.clone().unwrap_or_default(),
+                    dir: l.dir.display().to_string(),
+                })
+                .collect(),
+            upper: self.changes().unwrap_or_default(),
+            mount: mountinfo
+                .lines()
+                .find(|l| l.split_whitespace().nth(4) == Some("/"))
+                .unwrap_or_default()
+                .to_owned(),
+            upper_dir: plan.upper.display().to_string(),
+            work_dir: plan.work.display().to_string(),
+            service_pid: self
+                .applied
+                .contains(&StepId::Run)
+                .then(|| self.service_pid(pid))
+                .flatten(),
+        })
+    }
+
+    /// The image's command running under the box's main process.
+    fn service_pid(&self, pid: u32) -> Option<u32> {
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+        let wanted = self.live.spec.command.join("\0");
+        children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+            .find(|child| {
+                std::fs::read(format!("/proc/{child}/cmdline")).is_ok_and(|line| {
+                    String::from_utf8_lossy(&line).trim_end_matches('\0') == wanted
+                })
+            })
+    }
+
+    /// The box's upper directory, from the `overlay` step on: what it
+    /// changed in its root.
+    pub fn changes(&self) -> Option<Vec<UpperEntry>> {
+        if !self.applied.contains(&StepId::Overlay) {
+            return None;
+        }
+        let plan = self.live.spec.overlay.as_ref()?;
+        // /dev holds only the mount points damda made for the bound devices.
+        Some(crate::image::upper::list(
+            &plan.upper,
+            &plan.lowers,
+            &["/dev"],
+        ))
+    }
+
+    /// Which layer of the box's root provides `path`.
+    pub fn which(&self, path: &str) -> Option<Provenance> {
+        if !self.applied.contains(&StepId::Overlay) {
+            return None;
+        }
+        let plan = self.live.spec.overlay.as_ref()?;
+        Some(crate::image::upper::which(&plan.lowers, &plan.upper, path))
     }
 
     /// The box's network, once attached; `full` reads the rules too.
@@ -620,6 +785,23 @@ impl BoxSession {
         path.retain(|s| *s != step);
         let kept = path.clone();
         path.push(step);
+        if step == StepId::Overlay && self.pivot_note.is_none() {
+            // A chrooted box cannot name the host's layers, and pivot_root
+            // refuses a root that came from chroot: rebuilt without chroot.
+            self.pivot_note = Some(RebuildNote {
+                step,
+                refused: refused.1.clone(),
+                order: order_of(&steps::kernel_order(&path)),
+            });
+            match self.rebuild_at(&path) {
+                Err(EngineError::StepFailed { step, error }) => {
+                    self.pivot_note = None;
+                    self.rebuild_at(&kept)?;
+                    return Err(EngineError::StepFailed { step, error });
+                }
+                other => return other,
+            }
+        }
         if !self.user_first() && steps::kernel_order(&path) != steps::lesson_order(&path) {
             self.rebuild = Some(RebuildNote {
                 step,
@@ -650,7 +832,11 @@ impl BoxSession {
             self.rebuild = None;
         }
         let user_first = self.user_first();
-        self.live = LiveBox::start(&self.engine, user_first)?;
+        let on_image = path.contains(&StepId::Overlay);
+        if !on_image {
+            self.pivot_note = None;
+        }
+        self.live = LiveBox::start(&self.engine, user_first, on_image)?;
         self.applied.clear();
         let plan = if user_first {
             steps::kernel_order(path)

@@ -63,6 +63,27 @@ pub trait Kernel {
     /// Writes a sysctl of the caller's own namespaces (/proc/sys/NAME with
     /// dots as slashes).
     fn sysctl(&self, name: &str, value: &str) -> Result<(), SysError>;
+    /// pivot_root(2): the mount at `new_root` becomes the namespace's root
+    /// and the old root is mounted at `put_old`.
+    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> Result<(), SysError>;
+    /// umount2(path, MNT_DETACH).
+    fn detach_mount(&self, path: &Path) -> Result<(), SysError>;
+    /// fork(2) and execve(2) of `argv` as a child this process reaps, its
+    /// standard streams on /dev/null.
+    fn spawn(&self, argv: &[String]) -> Result<(), SysError>;
+}
+
+fn describe_pivot_root(new_root: &Path, put_old: &Path) -> String {
+    format!("pivot_root({new_root:?}, {put_old:?})")
+}
+fn describe_detach(path: &Path) -> String {
+    format!("umount2({path:?}, MNT_DETACH)")
+}
+fn describe_spawn(argv: &[String]) -> String {
+    format!(
+        "fork() + execve({:?}, {argv:?})",
+        argv.first().map_or("", String::as_str)
+    )
 }
 
 fn sysctl_path(name: &str) -> PathBuf {
@@ -151,6 +172,8 @@ pub struct Mount {
     pub target: PathBuf,
     pub fstype: Option<&'static str>,
     pub flags: MsFlags,
+    /// The filesystem's options (overlay's lowerdir=…).
+    pub data: Option<String>,
 }
 
 impl Mount {
@@ -170,7 +193,7 @@ impl Mount {
             .collect();
         let quoted = |p: &Option<PathBuf>| p.as_ref().map_or("NULL".into(), |p| format!("{p:?}"));
         format!(
-            "mount({}, {:?}, {}, {})",
+            "mount({}, {:?}, {}, {}, {})",
             quoted(&self.source),
             self.target,
             self.fstype.map_or("NULL".into(), |t| format!("{t:?}")),
@@ -178,7 +201,10 @@ impl Mount {
                 "0".into()
             } else {
                 flags.join("|")
-            }
+            },
+            self.data
+                .as_ref()
+                .map_or("NULL".into(), |d| format!("{d:?}"))
         )
     }
 }
@@ -285,7 +311,7 @@ impl Kernel for LiveKernel {
             &mount.target,
             mount.fstype,
             mount.flags,
-            None::<&str>,
+            mount.data.as_deref(),
         );
         self.logged(mount.describe(), result)
     }
@@ -331,6 +357,24 @@ impl Kernel for LiveKernel {
     fn link(&self, op: &LinkOp) -> Result<(), SysError> {
         self.logged(op.describe(), op.make())
     }
+    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> Result<(), SysError> {
+        self.logged(
+            describe_pivot_root(new_root, put_old),
+            nix::unistd::pivot_root(new_root, put_old),
+        )
+    }
+    fn detach_mount(&self, path: &Path) -> Result<(), SysError> {
+        self.logged(
+            describe_detach(path),
+            nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH),
+        )
+    }
+    fn spawn(&self, argv: &[String]) -> Result<(), SysError> {
+        self.logged(
+            describe_spawn(argv),
+            crate::helper::child::spawn_service(argv),
+        )
+    }
     fn sysctl(&self, name: &str, value: &str) -> Result<(), SysError> {
         let written = std::fs::write(sysctl_path(name), value)
             .map_err(|err| Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO)));
@@ -352,6 +396,9 @@ pub enum Call {
     Setresuid(u32),
     Link(LinkOp),
     Sysctl(String, String),
+    PivotRoot(PathBuf, PathBuf),
+    DetachMount(PathBuf),
+    Spawn(Vec<String>),
 }
 
 /// Records calls instead of making them; can be told to fail one call.
@@ -421,6 +468,18 @@ impl Kernel for RecordingKernel {
             describe_sysctl(name, value),
         )
     }
+    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> Result<(), SysError> {
+        self.record(
+            Call::PivotRoot(new_root.to_owned(), put_old.to_owned()),
+            describe_pivot_root(new_root, put_old),
+        )
+    }
+    fn detach_mount(&self, path: &Path) -> Result<(), SysError> {
+        self.record(Call::DetachMount(path.to_owned()), describe_detach(path))
+    }
+    fn spawn(&self, argv: &[String]) -> Result<(), SysError> {
+        self.record(Call::Spawn(argv.to_vec()), describe_spawn(argv))
+    }
 }
 
 #[cfg(test)]
@@ -455,6 +514,7 @@ mod tests {
             target: "/proc".into(),
             fstype: Some("proc"),
             flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            data: None,
         };
         assert_eq!(
             proc_mount.describe(),
@@ -465,6 +525,7 @@ mod tests {
             target: "/".into(),
             fstype: None,
             flags: MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            data: None,
         };
         assert_eq!(
             private.describe(),

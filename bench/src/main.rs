@@ -2,7 +2,8 @@
 //! (a replay) from the last step, over N fresh boxes, and the time from page
 //! load to the first rendered snapshot in headless Chromium. Prints a table;
 //! figures are this machine's, measured now. Also the safe layer unpacker's
-//! throughput (`--unpack-only` measures just that).
+//! throughput (`--unpack-only` measures just that), and a bounded transfer
+//! from a box's eth0 to the bridge's gateway.
 
 use anyhow::{bail, Context};
 use damda::engine::{BoxSession, Engine, EngineConfig};
@@ -13,6 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod throughput;
 mod unpack;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -35,12 +37,16 @@ fn row(name: &str, mut samples: Vec<Duration>) {
     );
 }
 
-fn steps(runs: usize, bin: &str) -> anyhow::Result<()> {
+/// An engine whose boxes run from `bin`, with this run's ledger.
+fn engine(bin: &str) -> anyhow::Result<(Arc<Engine>, Arc<Ledger>)> {
     let paths = Paths::from_env();
     let ledger = Arc::new(Ledger::create(&paths.ledger())?);
     let mut config = EngineConfig::defaults(&paths);
     config.helper_binary = bin.into();
-    let engine = Arc::new(Engine::new(ledger.clone(), config)?);
+    Ok((Arc::new(Engine::new(ledger.clone(), config)?), ledger))
+}
+
+fn steps(engine: &Arc<Engine>, runs: usize) -> anyhow::Result<()> {
     let order: Vec<StepId> = damda::steps::ORDER.iter().map(|s| s.id()).collect();
     let mut per_step: BTreeMap<StepId, Vec<Duration>> = BTreeMap::new();
     let (mut walks, mut backs, mut starts) = (Vec::new(), Vec::new(), Vec::new());
@@ -72,9 +78,6 @@ fn steps(runs: usize, bin: &str) -> anyhow::Result<()> {
     }
     row("full walk host..last", walks);
     row("back from last (replay)", backs);
-    for error in ledger.close().errors {
-        eprintln!("cleanup: {error}");
-    }
     Ok(())
 }
 
@@ -251,7 +254,15 @@ fn main() -> anyhow::Result<()> {
         concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/damda").to_owned()
     });
     unpack::measure(&Paths::from_env().data)?;
-    steps(runs, &bin)?;
+    let (engine, ledger) = engine(&bin)?;
+    let measured = steps(&engine, runs).and_then(|()| throughput::measure(&engine, 5));
+    for error in ledger.close().errors {
+        eprintln!("cleanup: {error}");
+    }
+    for error in damda::network::release_own(engine.network_config()).1 {
+        eprintln!("cleanup: {error}");
+    }
+    measured?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(sampling_overhead(&bin, 10, 10))?;
     runtime.block_on(first_snapshot(&bin, 10.min(runs)))

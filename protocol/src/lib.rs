@@ -357,6 +357,88 @@ pub struct Snapshot {
     /// The bridge, the veth pair and the NAT rules, from the `network` step on.
     #[serde(default)]
     pub network: Option<NetworkView>,
+    /// The image the box's root is an overlay of, from the `overlay` step on.
+    #[serde(default)]
+    pub image: Option<ImageView>,
+}
+
+/// The box's root as Docker's overlay2 makes it: the image's read-only
+/// layers under a writable upper directory of the box's own.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug, Default)]
+pub struct ImageView {
+    /// registry/repository:tag.
+    pub name: String,
+    /// The first 12 hex digits of the config's digest, as `docker images`.
+    pub id: String,
+    /// The image's Entrypoint and Cmd: what the `run` step starts.
+    pub command: Vec<String>,
+    /// Bottom layer first.
+    pub layers: Vec<LayerView>,
+    /// What the box changed: files copied up, created, or whited out.
+    pub upper: Vec<UpperEntry>,
+    /// The overlay mount as the box's mountinfo lists it.
+    pub mount: String,
+    /// The upper and work directories on the host.
+    pub upper_dir: String,
+    pub work_dir: String,
+    /// The image's service, once the `run` step started it: its pid on the
+    /// host.
+    #[serde(default)]
+    pub service_pid: Option<u32>,
+}
+
+/// One read-only layer.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct LayerView {
+    /// sha256:… of the compressed blob, as the manifest names it.
+    pub digest: String,
+    /// sha256:… of the uncompressed tar, as the config's rootfs lists it.
+    pub diff_id: String,
+    /// Bytes of the stored (compressed) blob.
+    pub size: u64,
+    /// The build instruction that made it (`docker history`'s CREATED BY).
+    pub created_by: String,
+    /// Where it is unpacked on the host: one of the overlay's lowerdirs.
+    pub dir: String,
+}
+
+/// What a path in the upper directory is.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+pub enum UpperKind {
+    File,
+    Dir,
+    Symlink,
+    /// A 0:0 character device: the path is deleted in the merged view.
+    Whiteout,
+    /// A directory marked opaque: the lower layers' contents are hidden.
+    OpaqueDir,
+}
+
+/// One entry of the box's upper directory.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct UpperEntry {
+    /// As the box sees it, from /.
+    pub path: String,
+    pub kind: UpperKind,
+    pub size: u64,
+    /// The lower layer (index, bottom first) that has this path too: a
+    /// copy-up or a whiteout hides that layer's version.
+    pub hides_layer: Option<usize>,
+}
+
+/// Which layer a path of the box's root comes from.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+#[serde(tag = "from", rename_all = "snake_case")]
+pub enum Provenance {
+    /// The box's own upper directory (written or copied up).
+    Upper,
+    /// A read-only layer, by index (bottom first).
+    Layer { index: usize },
+    /// Deleted: a whiteout in the upper directory or a layer.
+    Deleted,
+    /// Nowhere in the root.
+    Missing,
 }
 
 /// The network the `network` step builds, as Docker's default bridge network,
@@ -650,6 +732,8 @@ pub enum ClientMessage {
     Limits { limits: CgroupLimits },
     /// Whether the page shows live usage (it stops sampling when hidden).
     Watch { on: bool },
+    /// Which layer provides `path` of the box's root (from `overlay` on).
+    Which { path: String },
 }
 
 /// Which output stream a chunk came from.
@@ -719,6 +803,16 @@ pub enum ServerMessage {
     /// The box's network with fresh counters, about once a second while
     /// watched, from the `network` step on (`rules` left out).
     Network(Box<NetworkView>),
+    /// The box's upper directory (copy-ups and whiteouts) when it changed,
+    /// checked about once a second while watched, from the `overlay` step on.
+    Changes {
+        upper: Vec<UpperEntry>,
+    },
+    /// The answer to `which`.
+    Which {
+        path: String,
+        provenance: Provenance,
+    },
     /// The command ended: its exit code, or the signal that ended it.
     Exited {
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1148,7 +1148,12 @@ impl Ws {
     pub async fn recv(&mut self) -> ServerMessage {
         loop {
             match self.next_event(STEP_TIMEOUT).await {
-                Event::Message(_, ServerMessage::Usage(_) | ServerMessage::Network(_)) => continue,
+                Event::Message(
+                    _,
+                    ServerMessage::Usage(_)
+                    | ServerMessage::Network(_)
+                    | ServerMessage::Changes { .. },
+                ) => continue,
                 Event::Message(_, message) => return message,
                 other => panic!("expected a message, got {other:?}"),
             }

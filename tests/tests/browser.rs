@@ -566,9 +566,14 @@ async fn keyboard_steps_to_uts_and_marks_it_changed() {
             page.attr("button[data-step=\"uts\"]", "aria-current").await? == Some("step".into()),
             "the uts step is not marked aria-current=step"
         );
+        // Every step of the lesson can be applied now: none is unavailable.
+        let unavailable = page
+            .js("return document.querySelectorAll('button[data-step][data-state=\"unavailable\"]').length;")
+            .await?;
+        ensure!(unavailable == json!(0), "steps marked unavailable: {unavailable}");
         ensure!(
-            page.attr("button[data-step=\"network\"]", "data-state").await? == Some("unavailable".into()),
-            "network should be unavailable"
+            page.attr("button[data-step=\"run\"]", "data-state").await? == Some("todo".into()),
+            "the last step, run, is still to do"
         );
 
         // Only the UTS namespace is the box's own, and it just changed.

@@ -684,3 +684,80 @@ async fn an_idle_box_outlives_the_servers_idle_threads() {
     ws.close().await;
     stop_and_check(server, &[host.pid]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn which_names_the_layer_and_changes_follow_the_box() {
+    let server = Server::start(&[]);
+    let (mut ws, _id, host) = Ws::open(&server).await;
+    let which = |path: &str| json!({"type": "which", "path": path});
+    // Before the overlay step there are no layers to ask about.
+    ws.send_json(which("/etc/passwd")).await;
+    refused(&mut ws, ErrorCode::NotYet).await;
+    ws.send_json(which("etc/passwd")).await;
+    refused(&mut ws, ErrorCode::BadMessage).await;
+
+    ws.send_json(goto("overlay")).await;
+    let overlay = loop {
+        match ws.recv().await {
+            ServerMessage::Snapshot(s) if s.step == StepId::Overlay => break *s,
+            ServerMessage::Snapshot(_) | ServerMessage::Busy { .. } => continue,
+            other => panic!("expected the overlay snapshot, got {other:?}"),
+        }
+    };
+    let layers = &overlay.image.as_ref().expect("an image view").layers;
+    let provider = |path: &str| {
+        layers
+            .iter()
+            .rposition(|l| {
+                std::path::Path::new(&l.dir)
+                    .join(path.trim_start_matches('/'))
+                    .exists()
+            })
+            .expect("some layer has it")
+    };
+    for path in ["/etc/passwd", "/bin/busybox", "/www/index.html"] {
+        ws.send_json(which(path)).await;
+        match ws.recv().await {
+            ServerMessage::Which {
+                path: answered,
+                provenance,
+            } => {
+                assert_eq!(answered, path);
+                assert_eq!(
+                    provenance,
+                    damda_protocol::Provenance::Layer {
+                        index: provider(path)
+                    }
+                );
+            }
+            other => panic!("expected which, got {other:?}"),
+        }
+    }
+    // A change in the box arrives as the upper directory's new listing.
+    let out = sh_as_box_root(overlay.pid, "echo hi > /new-file");
+    assert!(out.status.success(), "{out:?}");
+    let upper = loop {
+        match ws.next_event(Duration::from_secs(10)).await {
+            Event::Message(_, ServerMessage::Changes { upper })
+                if upper.iter().any(|e| e.path == "/new-file") =>
+            {
+                break upper
+            }
+            Event::Message(..) => continue,
+            other => panic!("expected changes, got {other:?}"),
+        }
+    };
+    assert!(
+        upper.iter().all(|e| !e.path.starts_with("/dev")),
+        "{upper:?}"
+    );
+    ws.send_json(which("/new-file")).await;
+    match ws.recv().await {
+        ServerMessage::Which { provenance, .. } => {
+            assert_eq!(provenance, damda_protocol::Provenance::Upper)
+        }
+        other => panic!("expected which, got {other:?}"),
+    }
+    ws.close().await;
+    stop_and_check(server, &[host.pid, overlay.pid]);
+}

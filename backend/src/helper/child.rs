@@ -123,6 +123,59 @@ pub fn wait_and_exit(child: nix::unistd::Pid) -> ! {
     }
 }
 
+/// Starts the image's command as a child: the box's main process stays its
+/// PID 1 and reaps it, as `docker run --init` does. Its standard streams go
+/// to /dev/null and it inherits no other fd. An exec that fails is reported
+/// by the child's quick exit (127).
+pub fn spawn_service(argv: &[String]) -> nix::Result<()> {
+    use nix::unistd::{fork, ForkResult};
+    use std::ffi::CString;
+    let args: Vec<CString> = argv
+        .iter()
+        .map(|a| CString::new(a.as_str()).map_err(|_| nix::errno::Errno::EINVAL))
+        .collect::<nix::Result<_>>()?;
+    let program = args.first().ok_or(nix::errno::Errno::EINVAL)?.clone();
+    // SAFETY: the helper is single-threaded; the child only execs or exits.
+    match unsafe { fork() }? {
+        ForkResult::Child => {
+            if let Ok(null) = nix::fcntl::open(
+                "/dev/null",
+                nix::fcntl::OFlag::O_RDWR,
+                nix::sys::stat::Mode::empty(),
+            ) {
+                use std::os::fd::AsRawFd;
+                for target in 0..3 {
+                    // SAFETY: dup2 onto the standard streams.
+                    unsafe { libc::dup2(null.as_raw_fd(), target) };
+                }
+            }
+            // SAFETY: closes every fd above the standard streams.
+            unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+            let _ = nix::unistd::execv(&program, &args);
+            std::process::exit(127);
+        }
+        ForkResult::Parent { child } => {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+            match waitpid(child, Some(WaitPidFlag::WNOHANG))? {
+                WaitStatus::StillAlive => Ok(()),
+                _ => Err(nix::errno::Errno::ENOEXEC),
+            }
+        }
+    }
+}
+
+/// Reaps every child that has ended: the box's main process is PID 1 of its
+/// namespace, and orphans (a daemon a terminal command left) come to it.
+fn reap_children() {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
+    }
+}
+
 /// Serves requests until the server closes the socket, then exits.
 pub fn run() -> ! {
     name_process("damda-box");
@@ -135,6 +188,7 @@ pub fn run() -> ! {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => std::process::exit(1),
         };
+        reap_children();
         let answer = match serde_json::from_slice::<Request>(&buf[..len]) {
             Ok(request) => handle(&kernel, request),
             Err(err) => Reply::Refused {

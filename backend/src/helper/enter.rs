@@ -21,12 +21,19 @@ fn fail(what: &str, err: impl std::fmt::Display) -> ! {
     std::process::exit(125);
 }
 
-/// Drops every capability, for good: the bounding set, then the sets.
-fn drop_capabilities() {
-    for cap in 0..=libc::c_ulong::from(63u8) {
-        // SAFETY: plain prctl; EINVAL past the last capability is expected.
-        unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+/// CAP_NET_RAW: busybox's ping needs a raw socket. Docker keeps it too.
+const CAP_NET_RAW: u32 = 13;
+
+/// Drops every capability but `keep` (bit numbers), for good: the bounding
+/// set, then the sets.
+fn drop_capabilities(keep: &[u32]) {
+    for cap in 0..=63u32 {
+        if !keep.contains(&cap) {
+            // SAFETY: plain prctl; EINVAL past the last capability is expected.
+            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
+        }
     }
+    let kept = keep.iter().fold(0u32, |mask, cap| mask | (1 << cap));
     #[repr(C)]
     struct Header {
         version: u32,
@@ -43,11 +50,18 @@ fn drop_capabilities() {
         version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
         pid: 0,
     };
-    let data = [Data {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    }; 2];
+    let data = [
+        Data {
+            effective: kept,
+            permitted: kept,
+            inheritable: 0,
+        },
+        Data {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        },
+    ];
     // SAFETY: the v3 header with two data words, as capset(2) defines.
     if unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } < 0 {
         fail("capset", std::io::Error::last_os_error());
@@ -145,7 +159,8 @@ fn enter_root(root: File) {
 }
 
 /// Runs `command` with /bin/sh inside the box, as its root without
-/// capabilities.
+/// capabilities — but CAP_NET_RAW once the box has a user namespace of its
+/// own, where it reaches only the box's own network namespace (ping).
 pub fn run(pid: &str, command: &str) -> ! {
     super::child::name_process("damda-enter");
     join_cgroup();
@@ -154,7 +169,7 @@ pub fn run(pid: &str, command: &str) -> ! {
         become_box_root();
     }
     enter_root(root);
-    drop_capabilities();
+    drop_capabilities(if joined_user { &[CAP_NET_RAW] } else { &[] });
     let err = std::os::unix::process::CommandExt::exec(
         std::process::Command::new("/bin/sh")
             .arg("-c")
@@ -184,7 +199,7 @@ pub fn demo(pid: &str, workload: &[String]) -> ! {
         become_box_root();
     }
     enter_root(root);
-    drop_capabilities();
+    drop_capabilities(&[]);
     std::process::exit(workload.run_within(bound))
 }
 

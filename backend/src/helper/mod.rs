@@ -33,7 +33,7 @@ pub enum Request {
     Apply {
         step: StepId,
         phase: Phase,
-        spec: BoxSpec,
+        spec: Box<BoxSpec>,
     },
     /// Report facts only visible from inside the box's namespaces.
     Inspect {

@@ -9,6 +9,7 @@ pub mod provenance;
 pub mod reference;
 pub mod store;
 pub mod unpack;
+pub mod upper;
 
 pub use build::{build_default, BuildError, Built, DEFAULT_IMAGE};
 pub use import::{import, ImportError, Progress, Stage};

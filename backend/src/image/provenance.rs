@@ -4,8 +4,7 @@
 //! hides everything below it in lower layers; a non-directory hides lower
 //! layers' entries beneath its name.
 
-use super::store::LayerInfo;
-use super::unpack::OVERLAY_OPAQUE_XATTR;
+use super::unpack::{OVERLAY_OPAQUE_USER_XATTR, OVERLAY_OPAQUE_XATTR};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -30,8 +29,12 @@ fn is_whiteout(meta: &std::fs::Metadata) -> bool {
     meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
+/// Opaque as an unpacked layer marks it (trusted.*), or as overlay marks it
+/// in an upper directory it mounted with `userxattr` (user.*).
 fn is_opaque(dir: &Path) -> bool {
-    matches!(xattr::get(dir, OVERLAY_OPAQUE_XATTR), Ok(Some(v)) if v == b"y")
+    [OVERLAY_OPAQUE_XATTR, OVERLAY_OPAQUE_USER_XATTR]
+        .iter()
+        .any(|name| matches!(xattr::get(dir, name), Ok(Some(v)) if v == b"y"))
 }
 
 /// Looks `parts` up in one layer, component by component, never following
@@ -66,7 +69,7 @@ fn lookup(layer: &Path, parts: &[&str]) -> Lookup {
 
 /// Which of `layers` (bottom first) provides `path` (absolute or relative
 /// to the image root) in the merged filesystem.
-pub fn provider(layers: &[LayerInfo], path: &str) -> Provenance {
+pub fn provider(layers: &[impl AsRef<Path>], path: &str) -> Provenance {
     let parts: Vec<&str> = path
         .split('/')
         .filter(|p| !p.is_empty() && *p != ".")
@@ -75,7 +78,7 @@ pub fn provider(layers: &[LayerInfo], path: &str) -> Provenance {
         return Provenance::Missing;
     }
     for (index, layer) in layers.iter().enumerate().rev() {
-        match lookup(&layer.dir, &parts) {
+        match lookup(layer.as_ref(), &parts) {
             Lookup::Found => return Provenance::Layer(index),
             Lookup::Hidden => return Provenance::Deleted(index),
             Lookup::Absent => {}

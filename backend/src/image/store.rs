@@ -154,6 +154,13 @@ pub struct LayerInfo {
     pub dir: PathBuf,
 }
 
+/// A layer is looked up by its directory.
+impl AsRef<Path> for LayerInfo {
+    fn as_ref(&self) -> &Path {
+        &self.dir
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ImageStore {
     root: PathBuf,
@@ -209,14 +216,21 @@ impl ImageStore {
         let blobs = store.root.join("blobs/sha256");
         fs::create_dir_all(&blobs).map_err(io_err("creating", &blobs))?;
         // Layers may hold set-uid files owned by root: keep host users out.
+        // Only the group may pass through (0710), as Docker's overlay2
+        // directory under userns-remap: the boxes' mapped root group, which
+        // mounts the layers from inside its user namespace.
         let layers = store.root.join("layers");
-        if let Err(err) = fs::DirBuilder::new().mode(0o700).create(&layers) {
+        if let Err(err) = fs::DirBuilder::new().mode(0o710).create(&layers) {
             if err.kind() != io::ErrorKind::AlreadyExists {
                 return Err(io_err("creating", &layers)(err));
             }
         }
-        fs::set_permissions(&layers, fs::Permissions::from_mode(0o700))
+        fs::set_permissions(&layers, fs::Permissions::from_mode(0o710))
             .map_err(io_err("chmod", &layers))?;
+        if options.owner_offset != 0 {
+            std::os::unix::fs::chown(&layers, None, Some(options.owner_offset))
+                .map_err(io_err("chown", &layers))?;
+        }
         let layout = store.root.join("oci-layout");
         if !layout.exists() {
             let text = format!("{{\"imageLayoutVersion\":\"{LAYOUT_VERSION}\"}}");

@@ -34,6 +34,9 @@ const WHITEOUT_META_PREFIX: &str = ".wh..wh.";
 const WHITEOUT_OPAQUE: &str = ".wh..wh..opq";
 /// The xattr overlayfs reads to make a directory opaque.
 pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// The same mark as overlay writes it when mounted with `userxattr` (in a
+/// user namespace, as a box mounts its root).
+pub const OVERLAY_OPAQUE_USER_XATTR: &str = "user.overlay.opaque";
 
 /// Limits and the owner shift for one unpack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -575,13 +578,16 @@ impl Unpacker {
     ) -> Result<(), UnpackError> {
         self.stats.whiteouts += 1;
         if last == WHITEOUT_OPAQUE {
+            // Both marks: a mount made in a user namespace (`userxattr`, as
+            // boxes mount their root) reads only the user.* one.
             let dir = File::from(Self::dup(parent, name)?);
-            return dir.set_xattr(OVERLAY_OPAQUE_XATTR, b"y").map_err(|source| {
-                UnpackError::Write {
+            return [OVERLAY_OPAQUE_XATTR, OVERLAY_OPAQUE_USER_XATTR]
+                .iter()
+                .try_for_each(|xattr| dir.set_xattr(xattr, b"y"))
+                .map_err(|source| UnpackError::Write {
                     entry: name.to_owned(),
                     source,
-                }
-            });
+                });
         }
         if last.starts_with(WHITEOUT_META_PREFIX) {
             return Ok(()); // AUFS bookkeeping (hardlink dirs), nothing to show

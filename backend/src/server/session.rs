@@ -201,6 +201,7 @@ impl Connection {
                 }
             }
             ClientMessage::Watch { on } => self.watching.store(on, Ordering::Relaxed),
+            ClientMessage::Which { path } => self.which(path).await,
             ClientMessage::Interrupt => match &self.running {
                 Some(running) if !running.is_finished() => running.interrupt(),
                 _ => {
@@ -297,6 +298,29 @@ impl Connection {
         self.session = old;
         self.send(ServerMessage::Session { id }).await;
         self.send_current().await;
+    }
+
+    /// Which layer provides a path of the box's root.
+    async fn which(&self, path: String) {
+        if path.len() > MAX_COMMAND_BYTES || !path.starts_with('/') {
+            return self
+                .send(error(
+                    ErrorCode::BadMessage,
+                    format!("a path must start with / and be at most {MAX_COMMAND_BYTES} bytes"),
+                ))
+                .await;
+        }
+        let lookup = path.clone();
+        match with_box(&self.session, move |b| b.which(&lookup)).await {
+            Some(provenance) => self.send(ServerMessage::Which { path, provenance }).await,
+            None => {
+                self.send(error(
+                    ErrorCode::NotYet,
+                    "the box's root is made of image layers from the overlay step on",
+                ))
+                .await
+            }
+        }
     }
 
     /// The box observed again, as it stands.
@@ -435,6 +459,7 @@ async fn sample_usage(
     outbox: mpsc::Sender<Outgoing>,
 ) {
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    let mut last_upper = None;
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tick.tick().await;
@@ -445,14 +470,20 @@ async fn sample_usage(
             continue;
         };
         // A box busy with a step is not waited for: the next tick will do.
-        let (usage, traffic) = match session.try_lock() {
-            Ok(guard) => (guard.usage(), guard.network_traffic()),
+        let (usage, traffic, upper) = match session.try_lock() {
+            Ok(guard) => (guard.usage(), guard.network_traffic(), guard.changes()),
             Err(_) => continue,
         };
+        // The upper directory only when it changed: a copy-up or a whiteout.
+        let changed = upper.filter(|upper| last_upper.as_ref() != Some(upper));
+        if let Some(upper) = &changed {
+            last_upper = Some(upper.clone());
+        }
         let messages = usage
             .map(|u| ServerMessage::Usage(Box::new(u)))
             .into_iter()
-            .chain(traffic.map(|t| ServerMessage::Network(Box::new(t))));
+            .chain(traffic.map(|t| ServerMessage::Network(Box::new(t))))
+            .chain(changed.map(|upper| ServerMessage::Changes { upper }));
         for message in messages {
             if outbox.send(Outgoing::Message(message)).await.is_err() {
                 return;

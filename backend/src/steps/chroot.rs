@@ -27,7 +27,9 @@ impl Step for Chroot {
     }
 
     fn apply(&self, kernel: &dyn Kernel, spec: &BoxSpec, phase: Phase) -> Result<(), SysError> {
-        if phase == Phase::Late {
+        // A box built for the `overlay` step enters its root by pivot_root
+        // there; a chroot now would make that refuse.
+        if phase == Phase::Late || spec.overlay.is_some() {
             return Ok(());
         }
         kernel.mount(&Mount {
@@ -35,12 +37,14 @@ impl Step for Chroot {
             target: spec.root.clone(),
             fstype: None,
             flags: MsFlags::MS_BIND,
+            data: None,
         })?;
         kernel.mount(&Mount {
             source: Some("/proc".into()),
             target: spec.root.join("proc"),
             fstype: None,
             flags: MsFlags::MS_BIND | MsFlags::MS_REC,
+            data: None,
         })?;
         // chdir first, so the cwd cannot be left outside the new root
         // (the classic chroot mistake, and CVE-2024-21626's lesson).

@@ -29,6 +29,7 @@ impl Step for Mnt {
                     target: "/".into(),
                     fstype: None,
                     flags: MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                    data: None,
                 })
             }
             // After the PID namespace's fork, so proc shows the box's pids.
@@ -37,6 +38,7 @@ impl Step for Mnt {
                 target: "/proc".into(),
                 fstype: Some("proc"),
                 flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                data: None,
             }),
         }
     }

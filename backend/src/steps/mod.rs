@@ -14,7 +14,9 @@ mod ipc;
 mod mnt;
 mod net;
 mod network;
+mod overlay;
 mod pid;
+mod run;
 mod user;
 mod uts;
 
@@ -22,6 +24,8 @@ use crate::kernel::{Kernel, SysError};
 use damda_protocol::{NsKind, StepId};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+
+pub use overlay::{OverlayPlan, DEVICES};
 
 /// The uid/gid range a user namespace maps: root inside is `outside` on the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +54,13 @@ pub struct BoxSpec {
     /// has made it.
     #[serde(default)]
     pub network: Option<crate::network::BoxNetwork>,
+    /// The image's layers for the `overlay` step. A box built with them from
+    /// the start has no chroot: the `chroot` step leaves its root alone.
+    #[serde(default)]
+    pub overlay: Option<OverlayPlan>,
+    /// What the `run` step starts: the image's Entrypoint and Cmd.
+    #[serde(default)]
+    pub command: Vec<String>,
 }
 
 /// Steps whose work the kernel needs split: `Early` runs where the step
@@ -96,6 +107,8 @@ pub static ORDER: &[&dyn Step] = &[
     &cgroupns::Cgroupns,
     &cgroups::Cgroups,
     &network::Network,
+    &overlay::Overlay,
+    &run::Run,
 ];
 
 /// The step with this id, if this build can apply it.
@@ -169,6 +182,8 @@ pub(crate) fn test_spec() -> BoxSpec {
             count: 65536,
         },
         network: None,
+        overlay: None,
+        command: Vec::new(),
     }
 }
 
@@ -206,7 +221,8 @@ mod tests {
         );
         assert_eq!(next_after(StepId::Host), Some(StepId::Chroot));
         assert!(is_available(StepId::Cgroups));
-        assert!(!is_available(StepId::Run));
+        assert!(is_available(StepId::Run));
+        assert_eq!(next_after(StepId::Run), None);
     }
 
     #[test]

@@ -177,7 +177,7 @@ mod tests {
         spec.network = Some(BoxNetwork::example());
         let text = Network.commands(&spec, 4242).join("\n");
         for expected in [
-            "ip link add damda0 type bridge",
+            "ip link add damda0 address 02:da:4d:a0:00:01 type bridge",
             "ip link set damda-c2 netns 4242",
             "ip route add default via 10.221.0.1",
             "dnat to 10.221.0.2:80",

@@ -1,0 +1,206 @@
+//! The `overlay` and `run` steps against the real kernel: the box's `/` is
+//! an overlay of the image's layers (as its mountinfo says), entered by
+//! pivot_root after a rebuild whose reason is the kernel's own errno; the
+//! chroot escape no longer gets out; writes copy up and deletions leave
+//! whiteouts in the box's upper directory; the image's command serves its
+//! page through the forwarded port; the same mount and pivot_root done by
+//! hand give the same root; and the box's directories go with it.
+
+use damda_e2e::*;
+use damda_protocol::{ImageView, Snapshot, StepId};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn image(snapshot: &Snapshot) -> &ImageView {
+    snapshot
+        .image
+        .as_ref()
+        .expect("an image view from the overlay step on")
+}
+
+/// The box's directory on the host: the upper directory's parent.
+fn box_dir(view: &ImageView) -> PathBuf {
+    Path::new(&view.upper_dir).parent().unwrap().to_owned()
+}
+
+#[test]
+fn the_root_is_the_images_overlay_entered_by_pivot_root() {
+    become_subreaper();
+    let walk = HeldWalk::start("overlay");
+    let snapshot = walk.last().clone();
+    let pid = walk.pid();
+    let view = image(&snapshot);
+
+    // Rebuilt without chroot, with the errno the live box got.
+    let note = snapshot.rebuild.as_ref().expect("a rebuild note");
+    assert_eq!(note.step, StepId::Overlay);
+    assert!(note.refused.errno != 0, "{note:?}");
+
+    // The box's / is overlay, lowerdir the image's layers, top first.
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let root_line = mountinfo
+        .lines()
+        .find(|l| l.split_whitespace().nth(4) == Some("/"))
+        .expect("a mount at /");
+    assert!(root_line.contains(" - overlay "), "{root_line}");
+    let lowers: Vec<&str> = view.layers.iter().rev().map(|l| l.dir.as_str()).collect();
+    assert!(
+        root_line.contains(&format!("lowerdir={}", lowers.join(":"))),
+        "{root_line}"
+    );
+    assert!(
+        root_line.contains(&format!("upperdir={}", view.upper_dir)),
+        "{root_line}"
+    );
+    assert_eq!(view.layers.len(), 3);
+    assert_eq!(view.mount, root_line);
+    // Nothing of the host's tree is mounted in the box any more.
+    assert!(
+        !mountinfo
+            .lines()
+            .any(|l| l.split_whitespace().nth(4) == Some("/work")),
+        "the old root is detached"
+    );
+    assert_eq!(root_of(pid), "/");
+    let upper = std::fs::metadata(&view.upper_dir).unwrap();
+    assert_eq!(upper.mode() & 0o777, 0o700);
+
+    // The chroot escape finds no old root to climb to.
+    assert!(sh_as_box_root(pid, "mkdir -p /tmp").status.success());
+    let escape = box_escape(pid);
+    assert!(
+        !escape.stdout.contains("ESCAPED:"),
+        "the escape got out: {}",
+        escape.stdout
+    );
+
+    // Copy-up and whiteout in the upper directory; the layers untouched.
+    let change = sh_as_box_root(pid, "echo changed >> /etc/motd && rm /www/index.html");
+    assert!(change.status.success(), "{change:?}");
+    let copied = Path::new(&view.upper_dir).join("etc/motd");
+    assert!(std::fs::read_to_string(&copied)
+        .unwrap()
+        .ends_with("changed\n"));
+    let whiteout =
+        std::fs::symlink_metadata(Path::new(&view.upper_dir).join("www/index.html")).unwrap();
+    assert!(
+        whiteout.file_type().is_char_device() && whiteout.rdev() == 0,
+        "a 0:0 whiteout"
+    );
+    let etc_layer = view
+        .layers
+        .iter()
+        .find(|l| Path::new(&l.dir).join("etc/motd").exists())
+        .unwrap();
+    let original = std::fs::read_to_string(Path::new(&etc_layer.dir).join("etc/motd")).unwrap();
+    assert!(
+        !original.contains("changed"),
+        "the layer is read-only to the box"
+    );
+
+    let dir = box_dir(view);
+    walk.end_cleanly();
+    assert!(!dir.exists(), "{} is left", dir.display());
+}
+
+#[test]
+fn run_serves_the_images_page_through_the_forwarded_port() {
+    become_subreaper();
+    let walk = HeldWalk::start("run");
+    let snapshot = walk.last().clone();
+    let view = image(&snapshot);
+    let service = view.service_pid.expect("the service's pid");
+    assert_eq!(
+        ppid_of(service),
+        Some(walk.pid()),
+        "a child of the box's PID 1"
+    );
+    let cmdline = std::fs::read(format!("/proc/{service}/cmdline")).unwrap();
+    let argv: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    assert_eq!(argv, view.command);
+
+    let port = snapshot
+        .network
+        .as_ref()
+        .unwrap()
+        .forward
+        .as_ref()
+        .unwrap()
+        .host_port;
+    let page = poll(Duration::from_secs(10), "the image's page", || {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.0\r\n\r\n")
+            .map_err(|e| e.to_string())?;
+        let mut reply = String::new();
+        stream
+            .read_to_string(&mut reply)
+            .map_err(|e| e.to_string())?;
+        if reply.starts_with("HTTP/1") {
+            Ok(reply)
+        } else {
+            Err(reply)
+        }
+    });
+    let served =
+        std::fs::read_to_string(Path::new(&view.layers[2].dir).join("www/index.html")).unwrap();
+    assert!(
+        page.ends_with(&served),
+        "the page is the application layer's: {page}"
+    );
+    let dir = box_dir(view);
+    walk.end_cleanly();
+    assert!(!dir.exists());
+}
+
+#[test]
+fn the_same_overlay_and_pivot_root_by_hand_give_the_same_root() {
+    become_subreaper();
+    let walk = HeldWalk::start("overlay");
+    let view = image(walk.last()).clone();
+    let listing = "ls -a / && cat /www/index.html /etc/hostname";
+    let boxed = sh_as_box_root(walk.pid(), listing);
+    assert!(boxed.status.success(), "{boxed:?}");
+
+    let scratch =
+        std::env::temp_dir().join(format!("damda-overlay-by-hand-{}", std::process::id()));
+    let (upper, work, merged) = (
+        scratch.join("upper"),
+        scratch.join("work"),
+        scratch.join("merged"),
+    );
+    for dir in [&upper, &work, &merged] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let lowers: Vec<&str> = view.layers.iter().rev().map(|l| l.dir.as_str()).collect();
+    let script = format!(
+        "mount -t overlay overlay -o lowerdir={},upperdir={},workdir={} {m} && \
+         mkdir -p {m}/dev && mount -t proc proc {m}/proc && cd {m} && pivot_root . . && umount -l . && cd / && \
+         /bin/busybox sh -c '{listing}'",
+        lowers.join(":"),
+        upper.display(),
+        work.display(),
+        m = merged.display()
+    );
+    let by_hand = run(
+        "unshare",
+        &["--mount", "--pid", "--fork", "sh", "-c", &script],
+        Duration::from_secs(30),
+    );
+    std::fs::remove_dir_all(&scratch).unwrap();
+    assert!(by_hand.status.success(), "{by_hand:?}");
+    // The box's root has the device mount points damda adds under /dev;
+    // the listings of / and the image's files are the same.
+    assert_eq!(boxed.stdout, by_hand.stdout);
+    walk.end_cleanly();
+}
