@@ -15,7 +15,7 @@ use crate::mqueue;
 use crate::network::{self, Attachment, NetworkConfig, NetworkError};
 use crate::observe::{self, ObserveError, Target};
 use crate::rootfs::{self, RootfsError};
-use crate::steps::{self, BoxSpec, IdMap, OverlayPlan, Phase};
+use crate::steps::{self, BoxSpec, IdMap, OverlayPlan, Phase, Volume};
 use damda_protocol::{
     CgroupFile, CgroupStats, CgroupView, Command, ImageView, IpcProbe, LayerView, LinkState,
     NetworkView, ProcFile, ProcessTree, Provenance, RebuildNote, Snapshot, StepError, StepId,
@@ -73,6 +73,8 @@ pub struct EngineConfig {
     /// mounts.
     pub images: PathBuf,
     pub image: Reference,
+    /// Host directories bound into every box at the `overlay` step.
+    pub volumes: Vec<Volume>,
 }
 
 impl EngineConfig {
@@ -95,6 +97,7 @@ impl EngineConfig {
             image: DEFAULT_IMAGE
                 .parse()
                 .expect("the default image's name is valid"),
+            volumes: Vec::new(),
         }
     }
 }
@@ -344,6 +347,20 @@ impl LiveBox {
                 std::fs::File::create(&point)?;
                 chown(&point, Some(owner), Some(owner))?;
             }
+            for volume in &engine.config.volumes {
+                // A volume damda makes is the box root's to write; one the
+                // user named is left as it is, as Docker leaves it.
+                if !volume.host.exists() {
+                    std::fs::create_dir_all(&volume.host)?;
+                    chown(&volume.host, Some(owner), Some(owner))?;
+                }
+                let point = upper.join(volume.target.strip_prefix("/").unwrap_or(&volume.target));
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(&point)?;
+                chown(&point, Some(owner), Some(owner))?;
+            }
             Ok(())
         })();
         made.map_err(EngineError::OverlayDirs)?;
@@ -354,6 +371,7 @@ impl LiveBox {
             upper,
             work,
             merged,
+            volumes: engine.config.volumes.clone(),
         });
         self.image = Some((image, layers));
         Ok(())
@@ -528,6 +546,9 @@ impl BoxSession {
             let own = take_calls(&mut calls, target);
             snapshots.push(self.observe(target, own, rebuilt)?);
         }
+        // Shown in the lesson order whatever order the kernel needed (the
+        // user namespace first finishes before `host`).
+        snapshots.sort_by_key(|s| s.step);
         Ok(snapshots)
     }
 
@@ -640,6 +661,11 @@ impl BoxSession {
                 .find(|l| l.split_whitespace().nth(4) == Some("/"))
                 .unwrap_or_default()
                 .to_owned(),
+            volumes: plan
+                .volumes
+                .iter()
+                .map(|v| format!("{}:{}", v.host.display(), v.target.display()))
+                .collect(),
             upper_dir: plan.upper.display().to_string(),
             work_dir: plan.work.display().to_string(),
             service_pid: self
@@ -671,12 +697,12 @@ impl BoxSession {
             return None;
         }
         let plan = self.live.spec.overlay.as_ref()?;
-        // /dev holds only the mount points damda made for the bound devices.
-        Some(crate::image::upper::list(
-            &plan.upper,
-            &plan.lowers,
-            &["/dev"],
-        ))
+        // /dev holds only the mount points damda made for the bound
+        // devices; a volume's mount point is the volume's, not the box's.
+        let mut skip = vec!["/dev".to_owned()];
+        skip.extend(plan.volumes.iter().map(|v| v.target.display().to_string()));
+        let skip: Vec<&str> = skip.iter().map(String::as_str).collect();
+        Some(crate::image::upper::list(&plan.upper, &plan.lowers, &skip))
     }
 
     /// Which layer of the box's root provides `path`.

@@ -518,7 +518,7 @@ mod tests {
         };
         assert_eq!(
             proc_mount.describe(),
-            r#"mount("proc", "/proc", "proc", MS_NOSUID|MS_NODEV|MS_NOEXEC)"#
+            r#"mount("proc", "/proc", "proc", MS_NOSUID|MS_NODEV|MS_NOEXEC, NULL)"#
         );
         let private = Mount {
             source: None,

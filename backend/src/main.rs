@@ -38,6 +38,10 @@ enum Commands {
         limits: LimitArgs,
         #[command(flatten)]
         network: NetworkArgs,
+        /// A host directory bound into the box at the overlay step, as
+        /// `docker run -v HOST:BOX`; its data outlives the box. Repeatable.
+        #[arg(long = "volume", short = 'v', value_name = "HOST:BOX")]
+        volumes: Vec<damda::steps::Volume>,
     },
     /// Serve the page and the websocket.
     Serve {
@@ -61,6 +65,10 @@ enum Commands {
         limits: LimitArgs,
         #[command(flatten)]
         network: NetworkArgs,
+        /// A host directory bound into the box at the overlay step, as
+        /// `docker run -v HOST:BOX`; its data outlives the box. Repeatable.
+        #[arg(long = "volume", short = 'v', value_name = "HOST:BOX")]
+        volumes: Vec<damda::steps::Volume>,
     },
     /// Check what damda needs on this host.
     Doctor,
@@ -157,6 +165,7 @@ fn engine(
     rootfs: Option<std::path::PathBuf>,
     limits: &LimitArgs,
     network: &NetworkArgs,
+    volumes: Vec<damda::steps::Volume>,
 ) -> anyhow::Result<(Arc<Engine>, Arc<Ledger>)> {
     let limits = limits.limits()?;
     let network = network.config()?;
@@ -165,6 +174,7 @@ fn engine(
     let mut config = EngineConfig::defaults(paths);
     config.limits = limits;
     config.network = network;
+    config.volumes = volumes;
     if let Some(rootfs) = rootfs {
         config.rootfs = rootfs;
     }
@@ -220,9 +230,10 @@ fn main() -> anyhow::Result<()> {
             rootfs,
             limits,
             network,
+            volumes,
         } => {
             require_root("damda walk")?;
-            let (engine, ledger) = engine(&paths, rootfs, &limits, &network)?;
+            let (engine, ledger) = engine(&paths, rootfs, &limits, &network, volumes)?;
             let outcome = damda::cli::walk::walk(engine.clone(), to, hold);
             close(&ledger, &engine);
             match outcome {
@@ -239,6 +250,7 @@ fn main() -> anyhow::Result<()> {
             grace,
             limits,
             network,
+            volumes,
         } => {
             require_root("damda serve")?;
             if !listen.ip().is_loopback() && token.is_none() {
@@ -250,7 +262,7 @@ fn main() -> anyhow::Result<()> {
             if max_boxes == 0 {
                 bail!("--max-boxes must be at least 1");
             }
-            let (engine, ledger) = engine(&paths, None, &limits, &network)?;
+            let (engine, ledger) = engine(&paths, None, &limits, &network, volumes)?;
             let options = damda::server::ServeOptions {
                 listen,
                 web_dir: paths.web.clone(),

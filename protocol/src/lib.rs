@@ -381,6 +381,9 @@ pub struct ImageView {
     /// The upper and work directories on the host.
     pub upper_dir: String,
     pub work_dir: String,
+    /// Host directories bound into the box, as `HOST:BOX` (docker run -v).
+    #[serde(default)]
+    pub volumes: Vec<String>,
     /// The image's service, once the `run` step started it: its pid on the
     /// host.
     #[serde(default)]

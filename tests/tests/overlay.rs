@@ -204,3 +204,37 @@ fn the_same_overlay_and_pivot_root_by_hand_give_the_same_root() {
     assert_eq!(boxed.stdout, by_hand.stdout);
     walk.end_cleanly();
 }
+
+#[test]
+fn a_volumes_data_outlives_the_box() {
+    become_subreaper();
+    let host = std::env::temp_dir().join(format!("damda-volume-{}", std::process::id()));
+    let volume = format!("{}:/data", host.display());
+    let first = HeldWalk::start_with("overlay", &["--volume", &volume], &[]);
+    let view = image(first.last()).clone();
+    assert_eq!(view.volumes, vec![volume.clone()]);
+    let write = sh_as_box_root(
+        first.pid(),
+        "echo kept > /data/note && echo lost > /etc/note",
+    );
+    assert!(write.status.success(), "{write:?}");
+    assert!(
+        !Path::new(&view.upper_dir).join("data/note").exists(),
+        "the volume's file is not in the upper directory"
+    );
+    first.end_cleanly();
+    assert_eq!(
+        std::fs::read_to_string(host.join("note")).unwrap(),
+        "kept\n"
+    );
+
+    let second = HeldWalk::start_with("overlay", &["--volume", &volume], &[]);
+    let read = sh_as_box_root(second.pid(), "cat /data/note; cat /etc/note 2>&1 || true");
+    assert!(read.stdout.starts_with("kept\n"), "{read:?}");
+    assert!(
+        !read.stdout.contains("lost"),
+        "the first box's own changes went with it"
+    );
+    second.end_cleanly();
+    std::fs::remove_dir_all(&host).unwrap();
+}

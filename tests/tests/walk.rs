@@ -276,20 +276,6 @@ fn missing_rootfs_fails_at_chroot_with_enoent() {
 }
 
 #[test]
-fn unavailable_step_is_refused_by_name() {
-    become_subreaper();
-    let run = walk(&["--to", "run"]);
-    assert!(!run.status.success(), "walk --to run exited {}", run.status);
-    assert!(run.lines.is_empty(), "{:?}", run.lines);
-    assert!(
-        run.stderr.contains("run") && run.stderr.contains("not available"),
-        "{}",
-        run.stderr
-    );
-    assert_eq!(helpers_of(std::process::id()), Vec::<u32>::new());
-}
-
-#[test]
 fn unknown_step_is_refused_with_the_list() {
     let run = walk(&["--to", "vm"]);
     assert!(!run.status.success());

@@ -125,41 +125,55 @@ pub fn wait_and_exit(child: nix::unistd::Pid) -> ! {
 
 /// Starts the image's command as a child: the box's main process stays its
 /// PID 1 and reaps it, as `docker run --init` does. Its standard streams go
-/// to /dev/null and it inherits no other fd. An exec that fails is reported
-/// by the child's quick exit (127).
+/// to /dev/null and it inherits no other fd. A close-on-exec pipe tells
+/// whether the exec happened: it closes on success, and carries the errno
+/// otherwise.
 pub fn spawn_service(argv: &[String]) -> nix::Result<()> {
     use nix::unistd::{fork, ForkResult};
     use std::ffi::CString;
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
     let args: Vec<CString> = argv
         .iter()
         .map(|a| CString::new(a.as_str()).map_err(|_| nix::errno::Errno::EINVAL))
         .collect::<nix::Result<_>>()?;
     let program = args.first().ok_or(nix::errno::Errno::EINVAL)?.clone();
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     // SAFETY: the helper is single-threaded; the child only execs or exits.
     match unsafe { fork() }? {
         ForkResult::Child => {
+            drop(read_end);
             if let Ok(null) = nix::fcntl::open(
                 "/dev/null",
                 nix::fcntl::OFlag::O_RDWR,
                 nix::sys::stat::Mode::empty(),
             ) {
-                use std::os::fd::AsRawFd;
                 for target in 0..3 {
                     // SAFETY: dup2 onto the standard streams.
                     unsafe { libc::dup2(null.as_raw_fd(), target) };
                 }
             }
-            // SAFETY: closes every fd above the standard streams.
-            unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
-            let _ = nix::unistd::execv(&program, &args);
+            // SAFETY: marks every fd above the standard streams close-on-exec
+            // (the pipe's write end must stay open until the exec).
+            unsafe {
+                libc::syscall(
+                    libc::SYS_close_range,
+                    3u32,
+                    u32::MAX,
+                    libc::CLOSE_RANGE_CLOEXEC,
+                )
+            };
+            let errno = nix::unistd::execv(&program, &args).unwrap_err();
+            let _ = std::fs::File::from(write_end).write_all(&(errno as i32).to_ne_bytes());
             std::process::exit(127);
         }
-        ForkResult::Parent { child } => {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-            match waitpid(child, Some(WaitPidFlag::WNOHANG))? {
-                WaitStatus::StillAlive => Ok(()),
-                _ => Err(nix::errno::Errno::ENOEXEC),
+        ForkResult::Parent { .. } => {
+            drop(write_end);
+            let mut reported = Vec::new();
+            let _ = std::fs::File::from(read_end).read_to_end(&mut reported);
+            match <[u8; 4]>::try_from(reported.as_slice()) {
+                Ok(bytes) => Err(nix::errno::Errno::from_raw(i32::from_ne_bytes(bytes))),
+                Err(_) => Ok(()),
             }
         }
     }

@@ -25,7 +25,7 @@ use damda_protocol::{NsKind, StepId};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-pub use overlay::{OverlayPlan, DEVICES};
+pub use overlay::{OverlayPlan, Volume, DEVICES};
 
 /// The uid/gid range a user namespace maps: root inside is `outside` on the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -28,9 +28,48 @@ pub struct OverlayPlan {
     pub work: PathBuf,
     /// The mount point, which becomes `/`.
     pub merged: PathBuf,
+    /// Host directories bound into the box (`docker run -v HOST:BOX`).
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
+}
+
+/// A host directory bound into the box: its data outlives the box.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    pub host: PathBuf,
+    /// Where the box sees it: an absolute path without `..`.
+    pub target: PathBuf,
+}
+
+impl std::str::FromStr for Volume {
+    type Err = String;
+
+    /// `HOST:BOX`, both absolute, neither with `..`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (host, target) = text
+            .split_once(':')
+            .ok_or_else(|| format!("{text}: expected HOST:BOX, as docker run -v"))?;
+        let (host, target) = (PathBuf::from(host), PathBuf::from(target));
+        for path in [&host, &target] {
+            let climbs = path
+                .components()
+                .any(|c| c == std::path::Component::ParentDir);
+            if !path.is_absolute() || climbs || path == Path::new("/") {
+                return Err(format!(
+                    "{text}: both sides must be absolute paths below / without `..`"
+                ));
+            }
+        }
+        Ok(Volume { host, target })
+    }
 }
 
 impl OverlayPlan {
+    /// `path` of the box's root, under the mount point.
+    pub fn inside(&self, path: &Path) -> PathBuf {
+        self.merged.join(path.strip_prefix("/").unwrap_or(path))
+    }
+
     /// overlay's options: lowerdir lists the top layer first.
     pub fn options(&self) -> String {
         let lowers: Vec<String> = self
@@ -96,6 +135,15 @@ impl Step for Overlay {
                 data: None,
             })?;
         }
+        for volume in &plan.volumes {
+            kernel.mount(&Mount {
+                source: Some(volume.host.clone()),
+                target: plan.inside(&volume.target),
+                fstype: None,
+                flags: MsFlags::MS_BIND | MsFlags::MS_REC,
+                data: None,
+            })?;
+        }
         // runc's way: no put_old directory; the old root ends up stacked
         // under the new one at "/", and is detached from there.
         kernel.chdir(merged)?;
@@ -111,15 +159,28 @@ impl Step for Overlay {
             ];
         };
         let merged = plan.merged.display();
-        vec![
+        let volumes = plan.volumes.iter().map(|v| {
+            format!(
+                "mount --rbind {} {}   # docker run -v {}:{}",
+                v.host.display(),
+                plan.inside(&v.target).display(),
+                v.host.display(),
+                v.target.display()
+            )
+        });
+        let mut commands = vec![
             "damda history damda.local/busybox-httpd:latest   # the image's layers".into(),
             format!("mount -t overlay overlay -o {} {merged}", plan.options()),
             format!("mount -t proc proc {merged}/proc"),
             format!("mount --bind /dev/null {merged}/dev/null"),
+        ];
+        commands.extend(volumes);
+        commands.extend([
             format!("cd {merged} && pivot_root . . && umount -l .   # the old root, detached"),
             format!("grep ' / / ' /proc/{pid}/mountinfo   # from the host: the box's / is overlay"),
             format!("ls -l {}   # what the box changed", plan.upper.display()),
-        ]
+        ]);
+        commands
     }
 }
 
@@ -134,6 +195,26 @@ mod tests {
             upper: "/b/upper".into(),
             work: "/b/work".into(),
             merged: "/b/merged".into(),
+            volumes: vec!["/srv/shared:/data".parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn volumes_are_absolute_on_both_sides() {
+        let volume: Volume = "/srv/a:/data".parse().unwrap();
+        assert_eq!(
+            plan().inside(&volume.target),
+            PathBuf::from("/b/merged/data")
+        );
+        for bad in [
+            "/srv/a",
+            "srv/a:/data",
+            "/srv/a:data",
+            "/srv/../etc:/data",
+            "/srv/a:/",
+            "/:/data",
+        ] {
+            assert!(bad.parse::<Volume>().is_err(), "{bad}");
         }
     }
 
@@ -162,6 +243,12 @@ mod tests {
             .position(|c| matches!(c, Call::PivotRoot(..)))
             .expect("pivot_root");
         assert_eq!(calls[pivot + 1], Call::DetachMount(".".into()));
+        assert!(
+            calls
+                .iter()
+                .any(|c| matches!(c, Call::Mount(m) if m.target == Path::new("/b/merged/data"))),
+            "the volume is bound in"
+        );
         assert_eq!(*calls.last().unwrap(), Call::Chdir("/".into()));
     }
 }

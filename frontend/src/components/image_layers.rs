@@ -299,6 +299,15 @@ pub fn image_layers(props: &ImageLayersProps) -> Html {
             </form>
             <div class="which-result" aria-live="polite">{ answer_view }</div>
 
+            if !image.volumes.is_empty() {
+                <h3 class="sub-head">{ t.img_volumes_title }</h3>
+                <p class="img-note">{ t.img_volumes_note }</p>
+                <ul id="image-volumes">
+                    for volume in image.volumes.iter() {
+                        <li><code>{ volume }</code></li>
+                    }
+                </ul>
+            }
             <h3 class="sub-head">{ t.img_mount_title }</h3>
             <pre class="mount-line"><code>{ &image.mount }</code></pre>
             if !lowers.is_empty() {
