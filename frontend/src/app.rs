@@ -7,11 +7,13 @@ use yew::prelude::*;
 use crate::components::busy_indicator::BusyIndicator;
 use crate::components::cgroup_card::CgroupCard;
 use crate::components::commands_panel::CommandsPanel;
+use crate::components::commit_form::CommitForm;
 use crate::components::controls::Controls;
 use crate::components::demo_panel::DemoPanel;
 use crate::components::error_banner::ErrorBanner;
 use crate::components::header::Header;
 use crate::components::image_layers::ImageLayers;
+use crate::components::image_picker::ImagePicker;
 use crate::components::ipc_probe::IpcProbe;
 use crate::components::lesson_pane::LessonPane;
 use crate::components::limits_form::LimitsForm;
@@ -36,7 +38,7 @@ use crate::hooks::use_lesson::use_lesson;
 use crate::hooks::use_steps::use_steps;
 use crate::hooks::use_watch::use_watch;
 use crate::i18n::Lang;
-use crate::state::{Action, Connection, LessonView, ServerError, State};
+use crate::state::{Action, CommittedImage, Connection, LessonView, ServerError, State};
 
 /// Where the chosen language is remembered across visits.
 const LANG_KEY: &str = "damda.lang";
@@ -76,8 +78,10 @@ fn mark_first_snapshot() {
     );
 }
 
-fn socket_action(event: SocketEvent) -> Action {
-    match event {
+/// What a socket event does to the page; `None` for messages it does not
+/// show (yet).
+fn socket_action(event: SocketEvent) -> Option<Action> {
+    let action = match event {
         SocketEvent::Connecting => Action::Connection(Connection::Connecting),
         SocketEvent::Open => Action::Connection(Connection::Open),
         SocketEvent::Closed { retry_in_ms } => {
@@ -93,6 +97,11 @@ fn socket_action(event: SocketEvent) -> Action {
             ServerMessage::Network(view) => Action::Network(view, now_ms()),
             ServerMessage::Changes { upper } => Action::Changes(upper),
             ServerMessage::Which { path, provenance } => Action::Which { path, provenance },
+            ServerMessage::Committed { name, id, layers } => {
+                Action::Committed(CommittedImage { name, id, layers })
+            }
+            // `import` has no form on the page yet.
+            ServerMessage::Progress { .. } | ServerMessage::Imported { .. } => return None,
             ServerMessage::Error {
                 code,
                 message,
@@ -105,7 +114,8 @@ fn socket_action(event: SocketEvent) -> Action {
                 error,
             }),
         },
-    }
+    };
+    Some(action)
 }
 
 #[function_component(App)]
@@ -117,7 +127,9 @@ pub fn app() -> Html {
     let socket = {
         let dispatcher = state.dispatcher();
         use_damda_socket(Callback::from(move |event| {
-            dispatcher.dispatch(socket_action(event))
+            if let Some(action) = socket_action(event) {
+                dispatcher.dispatch(action);
+            }
         }))
     };
     use_steps(
@@ -269,6 +281,38 @@ pub fn app() -> Html {
             }
         })
     };
+    let on_commit = {
+        let state = state.clone();
+        let socket = socket.clone();
+        Callback::from(move |name: String| {
+            let Some(from) = state
+                .snapshot
+                .as_ref()
+                .and_then(|s| s.image.as_ref())
+                .map(|i| i.name.clone())
+            else {
+                return;
+            };
+            if state.can_send()
+                && state.commit.pending.is_none()
+                && socket.send(ClientMessage::Commit { name: name.clone() })
+            {
+                state.dispatch(Action::CommitSent { name, from });
+            }
+        })
+    };
+    let on_image = {
+        let state = state.clone();
+        let socket = socket.clone();
+        Callback::from(move |name: String| {
+            if state.can_send()
+                && state.switching.is_none()
+                && socket.send(ClientMessage::Image { name: name.clone() })
+            {
+                state.dispatch(Action::ImageSent(name));
+            }
+        })
+    };
     let on_interrupt = {
         let socket = socket.clone();
         Callback::from(move |()| {
@@ -343,19 +387,44 @@ pub fn app() -> Html {
             let ready = state.connection == Connection::Open;
 
             // From the overlay step on: the image's layers under the box's
-            // own, what the box changed, and (from `run`) the service.
+            // own with the images to build it from, what the box changed and
+            // the commit that saves it, and (from `run`) the service.
             let image = snapshot.image.as_ref().map(|image| {
+                let can_ask =
+                    state.can_send() && state.commit.pending.is_none() && state.switching.is_none();
+                // The image just committed can be chosen before the store's
+                // list comes back with it.
+                let mut available = image.available.clone();
+                if let Some(made) = &state.commit.result {
+                    if !available.contains(&made.name) {
+                        available.push(made.name.clone());
+                    }
+                }
                 html! {
                     <>
                         <ImageLayers {lang}
                             image={image.clone()}
                             which={state.which.clone()}
                             {ready}
-                            {on_which} />
+                            {on_which}>
+                            <ImagePicker {lang}
+                                current={image.name.clone()}
+                                {available}
+                                ready={can_ask}
+                                switching={state.switching.clone()}
+                                on_image={on_image.clone()} />
+                        </ImageLayers>
                         <UpperChanges {lang}
                             upper={image.upper.clone()}
                             layers={image.layers.clone()}
                             marks={state.upper_marks.clone()} />
+                        <CommitForm {lang}
+                            base_layers={image.layers.clone()}
+                            upper_count={image.upper.len()}
+                            state={state.commit.clone()}
+                            ready={can_ask}
+                            {on_commit}
+                            on_start={on_image} />
                     </>
                 }
             });

@@ -3,6 +3,7 @@
 pub mod busy_indicator;
 pub mod cgroup_card;
 pub mod commands_panel;
+pub mod commit_form;
 pub mod connection_status;
 pub mod controls;
 pub mod copy_button;
@@ -10,6 +11,7 @@ pub mod demo_panel;
 pub mod error_banner;
 pub mod header;
 pub mod image_layers;
+pub mod image_picker;
 pub mod ipc_probe;
 pub mod lesson_pane;
 pub mod limits_form;

@@ -306,6 +306,25 @@ pub struct Texts {
     pub svc_remote: &'static str,
     pub svc_no_forward: &'static str,
     pub svc_docker: &'static str,
+    pub commit_title: &'static str,
+    pub commit_caption: &'static str,
+    pub commit_name_label: &'static str,
+    pub commit_button: &'static str,
+    pub commit_pending: &'static str,
+    pub commit_bad_name: &'static str,
+    pub commit_failed: &'static str,
+    pub commit_empty: &'static str,
+    pub commit_made: &'static str,
+    pub commit_layers: &'static str,
+    pub commit_shared: &'static str,
+    pub commit_new_layer: &'static str,
+    pub commit_start: &'static str,
+    pub commit_start_note: &'static str,
+    pub picker_label: &'static str,
+    pub picker_current: &'static str,
+    pub picker_button: &'static str,
+    pub picker_note: &'static str,
+    pub picker_switching: &'static str,
 }
 
 pub static KO: Texts = Texts {
@@ -579,6 +598,25 @@ pub static KO: Texts = Texts {
     svc_remote: "이 포트는 서버의 127.0.0.1에서만 열려 있습니다. 서버에서 확인하세요:",
     svc_no_forward: "포워딩된 포트가 없습니다",
     svc_docker: "같은 일을 Docker로",
+    commit_title: "상자를 이미지로 저장 (docker commit)",
+    commit_caption: "커밋하면 upper 디렉터리가 레이어 tar 하나로 묶이는데, 지운 파일(whiteout)은 그 tar 안에서 .wh.이름 항목이 되고, 새 이미지는 아래 레이어들을 그대로 공유하므로 새로 생기는 것은 맨 위 레이어 하나뿐입니다.",
+    commit_name_label: "새 이미지 이름 (저장소:태그)",
+    commit_button: "커밋",
+    commit_pending: "커밋 중… upper 디렉터리를 tar로 묶고 있습니다",
+    commit_bad_name: "이름을 적어 주세요. 빈칸(공백)은 쓸 수 없습니다.",
+    commit_failed: "커밋하지 못했습니다",
+    commit_empty: "upper 디렉터리가 비어 있습니다: 지금 커밋하면 빈 레이어가 하나 생깁니다.",
+    commit_made: "이미지를 만들었습니다:",
+    commit_layers: "새 이미지의 레이어 (맨 위부터)",
+    commit_shared: "공유",
+    commit_new_layer: "새 레이어",
+    commit_start: "이 이미지로 새 상자",
+    commit_start_note: "상자를 이 이미지로 다시 만듭니다: 새 상자의 upper 디렉터리는 비어 있고, 지금까지 바꾼 것은 새 레이어 안에 들어 있습니다.",
+    picker_label: "상자를 만들 이미지 (docker run 이미지)",
+    picker_current: "지금",
+    picker_button: "이 이미지로 상자 다시 만들기",
+    picker_note: "상자를 다시 만들면 커밋하지 않은 upper 디렉터리의 변경은 사라집니다.",
+    picker_switching: "다시 만드는 중…",
 };
 
 pub static EN: Texts = Texts {
@@ -851,6 +889,25 @@ pub static EN: Texts = Texts {
     svc_remote: "The port is open only on the server's 127.0.0.1. Check it on the server:",
     svc_no_forward: "No forwarded port",
     svc_docker: "The same with Docker",
+    commit_title: "Save the box as an image (docker commit)",
+    commit_caption: "A commit packs the upper directory into one layer tar, where each whiteout becomes a .wh.NAME entry; the new image shares the lower layers as they are, so only the top layer is new.",
+    commit_name_label: "New image name (repository:tag)",
+    commit_button: "Commit",
+    commit_pending: "Committing… packing the upper directory into a tar",
+    commit_bad_name: "Enter a name, without spaces.",
+    commit_failed: "The commit failed",
+    commit_empty: "The upper directory is empty: a commit now makes an empty layer.",
+    commit_made: "Made the image:",
+    commit_layers: "The new image's layers (top first)",
+    commit_shared: "shared",
+    commit_new_layer: "new layer",
+    commit_start: "Start a box from it",
+    commit_start_note: "The box is built again from this image: its new upper directory is empty, and what it changed so far is in the new layer.",
+    picker_label: "Image to build the box from (docker run IMAGE)",
+    picker_current: "current",
+    picker_button: "Rebuild the box from it",
+    picker_note: "Rebuilding discards the upper directory's uncommitted changes.",
+    picker_switching: "Rebuilding…",
 };
 
 /// One line on what a namespace type isolates.
@@ -1134,5 +1191,19 @@ pub fn which_layer(lang: Lang, index: usize, created_by: &str) -> String {
             layer_name(lang, index)
         ),
         Lang::En => format!("From {} (read-only): {created_by}", layer_name(lang, index)),
+    }
+}
+
+/// How many of a committed image's layers it shares with the box's image.
+pub fn commit_summary(lang: Lang, shared: usize, total: usize) -> String {
+    let new = total - shared.min(total);
+    match lang {
+        Lang::Ko => format!(
+            "레이어 {total}개 중 {shared}개는 지금 이미지의 것을 그대로 씁니다(같은 digest, 같은 디렉터리). 새로 저장한 것은 {new}개뿐입니다."
+        ),
+        Lang::En => format!(
+            "{shared} of {total} layers are the current image's own (same digest, same directory); only {new} {} new.",
+            if new == 1 { "is" } else { "are" }
+        ),
     }
 }

@@ -7,8 +7,8 @@ use std::rc::Rc;
 use std::collections::{HashMap, VecDeque};
 
 use damda_protocol::{
-    CgroupLimits, CgroupStats, Counters, Demo, ErrorCode, NetworkView, OutputStream, Provenance,
-    Snapshot, StepError, StepId, StepInfo, UpperEntry, UpperKind,
+    CgroupLimits, CgroupStats, Counters, Demo, ErrorCode, LayerView, NetworkView, OutputStream,
+    Provenance, Snapshot, StepError, StepId, StepInfo, UpperEntry, UpperKind,
 };
 use yew::prelude::*;
 
@@ -363,6 +363,34 @@ pub struct WhichState {
     pub stale: bool,
 }
 
+/// An image `commit` made: its name, id and layers, bottom first.
+#[derive(Clone, PartialEq, Debug)]
+pub struct CommittedImage {
+    pub name: String,
+    pub id: String,
+    pub layers: Vec<LayerView>,
+}
+
+/// The commit form's exchange with the server.
+#[derive(Clone, PartialEq, Debug, Default)]
+pub struct CommitState {
+    /// The name asked for, while the answer is on the way.
+    pub pending: Option<String>,
+    /// The image the box was built from when the commit was asked for: the
+    /// result belongs to that box.
+    pub from: Option<String>,
+    /// The last image made.
+    pub result: Option<Rc<CommittedImage>>,
+    /// Why the server refused the last commit.
+    pub error: Option<String>,
+}
+
+/// Error codes that only a terminal request gets: never the answer to a
+/// commit or an image switch.
+fn is_terminal_only(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::CommandRunning | ErrorCode::NoCommand)
+}
+
 /// Error codes that answer a terminal request, shown in the terminal.
 pub fn is_terminal_error(code: ErrorCode) -> bool {
     matches!(
@@ -402,6 +430,9 @@ pub struct State {
     /// before (from `changes` messages and snapshots of the same box).
     pub upper_marks: Rc<UpperMarks>,
     pub which: WhichState,
+    pub commit: CommitState,
+    /// The image the box is being rebuilt from, until its snapshot arrives.
+    pub switching: Option<String>,
 }
 
 impl State {
@@ -424,6 +455,8 @@ impl State {
             net_rates: Rc::default(),
             upper_marks: Rc::default(),
             which: WhichState::default(),
+            commit: CommitState::default(),
+            switching: None,
         }
     }
 
@@ -498,6 +531,16 @@ pub enum Action {
         path: String,
         provenance: Provenance,
     },
+    /// `commit` was asked for, naming the new image; `from` is the image
+    /// the box is built from now.
+    CommitSent {
+        name: String,
+        from: String,
+    },
+    /// The image it made.
+    Committed(CommittedImage),
+    /// The box is to be built again from the image named.
+    ImageSent(String),
 }
 
 impl Reducible for State {
@@ -515,6 +558,8 @@ impl Reducible for State {
                     // command's output went with the connection.
                     next.busy = None;
                     next.limits.applying = false;
+                    next.commit.pending = None;
+                    next.switching = None;
                     if next.terminal.running {
                         Rc::make_mut(&mut next.terminal).running = false;
                     }
@@ -553,6 +598,21 @@ impl Reducible for State {
                         next.which = WhichState::default();
                     }
                 }
+                // A fresh box (reset) or one built from another image: the
+                // commit's result was about the box before.
+                let other_image = snapshot.image.as_ref().is_some_and(|image| {
+                    next.commit
+                        .from
+                        .as_ref()
+                        .is_some_and(|from| *from != image.name)
+                });
+                if snapshot.step == StepId::Host || other_image {
+                    next.commit = CommitState {
+                        pending: next.commit.pending.take(),
+                        ..CommitState::default()
+                    };
+                }
+                next.switching = None;
                 next.limits.applying = false;
                 if snapshot.cgroup.is_some() {
                     next.limits.sent = None;
@@ -572,6 +632,22 @@ impl Reducible for State {
                 }
             }
             Action::Busy(message) => next.busy = Some(message),
+            Action::ServerError(error)
+                if next.commit.pending.is_some() && !is_terminal_only(error.code) =>
+            {
+                // The commit's answer: shown next to its form.
+                next.busy = None;
+                next.commit.pending = None;
+                next.commit.error = Some(error.message);
+            }
+            Action::ServerError(error)
+                if next.switching.is_some() && !is_terminal_only(error.code) =>
+            {
+                // The image switch's answer: the box is as it was.
+                next.switching = None;
+                next.busy = None;
+                next.error = Some(error);
+            }
             Action::ServerError(error) if is_terminal_error(error.code) => {
                 next.which.asked = None;
                 let terminal = Rc::make_mut(&mut next.terminal);
@@ -703,6 +779,18 @@ impl Reducible for State {
                     stale: false,
                 };
             }
+            Action::CommitSent { name, from } => {
+                next.commit.pending = Some(name);
+                next.commit.from = Some(from);
+                next.commit.error = None;
+            }
+            Action::Committed(image) => {
+                next.busy = None;
+                next.commit.pending = None;
+                next.commit.error = None;
+                next.commit.result = Some(Rc::new(image));
+            }
+            Action::ImageSent(name) => next.switching = Some(name),
             Action::TermClear => {
                 let running = next.terminal.running;
                 let refused = next.terminal.refused;
@@ -758,5 +846,91 @@ mod tests {
         assert!(!touches(&entry("/et", UpperKind::Whiteout, 0), passwd));
         assert!(!touches(&entry(passwd, UpperKind::Whiteout, 0), "/etc"));
         assert!(within("/etc/", passwd));
+    }
+
+    fn snapshot(step: StepId, pid: u32, image: Option<&str>) -> Box<Snapshot> {
+        Box::new(Snapshot {
+            step,
+            pid,
+            namespaces: Default::default(),
+            rebuilt: false,
+            box_process: Default::default(),
+            host_process: Default::default(),
+            commands: Vec::new(),
+            syscalls: Vec::new(),
+            links: Vec::new(),
+            tree: Default::default(),
+            proc_files: Vec::new(),
+            ipc_probe: None,
+            rebuild: None,
+            cgroup: None,
+            network: None,
+            image: image.map(|name| damda_protocol::ImageView {
+                name: name.to_owned(),
+                ..Default::default()
+            }),
+        })
+    }
+
+    fn error(code: ErrorCode) -> Action {
+        Action::ServerError(ServerError {
+            code,
+            message: "no".to_owned(),
+            step: None,
+            error: None,
+        })
+    }
+
+    fn committed(name: &str) -> Action {
+        Action::Committed(CommittedImage {
+            name: name.to_owned(),
+            id: "0123456789ab".to_owned(),
+            layers: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn a_commit_is_answered_and_kept_for_its_box() {
+        let base = "damda.local/busybox-httpd:latest";
+        let made = "damda.local/my-box:1";
+        let mut state = Rc::new(State::new(Lang::Ko)).reduce(Action::Snapshot(snapshot(
+            StepId::Overlay,
+            7,
+            Some(base),
+        )));
+        state = state.reduce(Action::CommitSent {
+            name: made.to_owned(),
+            from: base.to_owned(),
+        });
+        assert!(state.commit.pending.is_some());
+        // Refused with a code the terminal also gets: the form shows it.
+        let refused = state.clone().reduce(error(ErrorCode::NotYet));
+        assert_eq!(refused.commit.pending, None);
+        assert_eq!(refused.commit.error.as_deref(), Some("no"));
+        assert!(refused.terminal.chunks.is_empty());
+        assert_eq!(refused.error, None);
+
+        state = state
+            .reduce(committed(made))
+            .reduce(Action::Snapshot(snapshot(StepId::Overlay, 7, Some(base))));
+        assert_eq!(state.commit.pending, None);
+        assert_eq!(state.commit.result.as_ref().unwrap().name, made);
+        // The box built from the new image: the result was the old box's.
+        state = state.reduce(Action::ImageSent(made.to_owned()));
+        assert!(state.switching.is_some());
+        let rebuilt =
+            state
+                .clone()
+                .reduce(Action::Snapshot(snapshot(StepId::Overlay, 8, Some(made))));
+        assert_eq!(rebuilt.switching, None);
+        assert_eq!(rebuilt.commit.result, None);
+        // A refused switch leaves the box and the result as they were.
+        let refused = state.reduce(error(ErrorCode::BadMessage));
+        assert_eq!(refused.switching, None);
+        assert!(refused.commit.result.is_some());
+        assert!(refused.error.is_some());
+        // A reset forgets it.
+        let reset = refused.reduce(Action::Snapshot(snapshot(StepId::Host, 9, None)));
+        assert_eq!(reset.commit.result, None);
     }
 }

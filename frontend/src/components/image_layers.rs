@@ -17,6 +17,9 @@ pub struct ImageLayersProps {
     /// Whether the page can ask the server now.
     pub ready: bool,
     pub on_which: Callback<String>,
+    /// Shown under `docker images`: the image picker.
+    #[prop_or_default]
+    pub children: Html,
 }
 
 /// `registry/repo:tag` as `docker images` splits it; a colon inside the
@@ -29,7 +32,7 @@ fn split_name(name: &str) -> (&str, &str) {
 }
 
 /// `sha256:` and the first 12 hex digits.
-fn short_digest(digest: &str) -> String {
+pub fn short_digest(digest: &str) -> String {
     let (algo, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
     format!("{algo}:{}", hex.get(..12).unwrap_or(hex))
 }
@@ -273,6 +276,7 @@ pub fn image_layers(props: &ImageLayersProps) -> Html {
                 </tbody>
             </table>
             <p class="img-note">{ t.img_size_note }</p>
+            { props.children.clone() }
 
             <h3 class="sub-head">{ t.img_stack_title }</h3>
             <p class="card-caption">{ t.img_stack_caption }</p>
