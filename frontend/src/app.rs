@@ -12,6 +12,7 @@ use crate::components::controls::Controls;
 use crate::components::demo_panel::DemoPanel;
 use crate::components::error_banner::ErrorBanner;
 use crate::components::header::Header;
+use crate::components::image_import::ImageImport;
 use crate::components::image_layers::ImageLayers;
 use crate::components::image_picker::ImagePicker;
 use crate::components::ipc_probe::IpcProbe;
@@ -38,7 +39,9 @@ use crate::hooks::use_lesson::use_lesson;
 use crate::hooks::use_steps::use_steps;
 use crate::hooks::use_watch::use_watch;
 use crate::i18n::Lang;
-use crate::state::{Action, CommittedImage, Connection, LessonView, ServerError, State};
+use crate::state::{
+    Action, CommittedImage, Connection, ImportProgress, LessonView, ServerError, State,
+};
 
 /// Where the chosen language is remembered across visits.
 const LANG_KEY: &str = "damda.lang";
@@ -100,8 +103,10 @@ fn socket_action(event: SocketEvent) -> Option<Action> {
             ServerMessage::Committed { name, id, layers } => {
                 Action::Committed(CommittedImage { name, id, layers })
             }
-            // `import` has no form on the page yet.
-            ServerMessage::Progress { .. } | ServerMessage::Imported { .. } => return None,
+            ServerMessage::Progress { stage, done, total } => {
+                Action::ImportProgress(ImportProgress { stage, done, total })
+            }
+            ServerMessage::Imported { names } => Action::Imported(names),
             ServerMessage::Error {
                 code,
                 message,
@@ -313,6 +318,20 @@ pub fn app() -> Html {
             }
         })
     };
+    let on_import = {
+        let state = state.clone();
+        let socket = socket.clone();
+        Callback::from(move |path: String| {
+            if state.can_send()
+                && state.import.pending.is_none()
+                && state.commit.pending.is_none()
+                && state.switching.is_none()
+                && socket.send(ClientMessage::Import { path: path.clone() })
+            {
+                state.dispatch(Action::ImportSent(path));
+            }
+        })
+    };
     let on_interrupt = {
         let socket = socket.clone();
         Callback::from(move |()| {
@@ -390,14 +409,20 @@ pub fn app() -> Html {
             // own with the images to build it from, what the box changed and
             // the commit that saves it, and (from `run`) the service.
             let image = snapshot.image.as_ref().map(|image| {
-                let can_ask =
-                    state.can_send() && state.commit.pending.is_none() && state.switching.is_none();
-                // The image just committed can be chosen before the store's
-                // list comes back with it.
+                // One request about images at a time: each answer goes to
+                // the form that asked.
+                let can_ask = state.can_send()
+                    && state.commit.pending.is_none()
+                    && state.switching.is_none()
+                    && state.import.pending.is_none();
+                // The images just committed or imported can be chosen before
+                // the store's list comes back with them.
                 let mut available = image.available.clone();
-                if let Some(made) = &state.commit.result {
-                    if !available.contains(&made.name) {
-                        available.push(made.name.clone());
+                let made = state.commit.result.iter().map(|made| &made.name);
+                let imported = state.import.result.iter().flat_map(|names| names.iter());
+                for name in made.chain(imported) {
+                    if !available.contains(name) {
+                        available.push(name.clone());
                     }
                 }
                 html! {
@@ -413,6 +438,11 @@ pub fn app() -> Html {
                                 ready={can_ask}
                                 switching={state.switching.clone()}
                                 on_image={on_image.clone()} />
+                            <ImageImport {lang}
+                                state={state.import.clone()}
+                                ready={can_ask}
+                                refused={state.import.refused || state.terminal.refused}
+                                {on_import} />
                         </ImageLayers>
                         <UpperChanges {lang}
                             upper={image.upper.clone()}

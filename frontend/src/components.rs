@@ -10,6 +10,7 @@ pub mod copy_button;
 pub mod demo_panel;
 pub mod error_banner;
 pub mod header;
+pub mod image_import;
 pub mod image_layers;
 pub mod image_picker;
 pub mod ipc_probe;

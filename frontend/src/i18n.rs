@@ -4,6 +4,8 @@
 
 use damda_protocol::{Demo, ErrorCode, NetworkView, NsKind};
 
+use crate::components::usage_gauges::bytes;
+
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Lang {
     Ko,
@@ -325,6 +327,18 @@ pub struct Texts {
     pub picker_button: &'static str,
     pub picker_note: &'static str,
     pub picker_switching: &'static str,
+    pub import_title: &'static str,
+    pub import_caption: &'static str,
+    pub import_label: &'static str,
+    pub import_button: &'static str,
+    pub import_pending: &'static str,
+    pub import_starting: &'static str,
+    pub import_bad_path: &'static str,
+    pub import_failed: &'static str,
+    pub import_made: &'static str,
+    pub import_none: &'static str,
+    pub import_hint: &'static str,
+    pub import_refused: &'static str,
 }
 
 pub static KO: Texts = Texts {
@@ -617,6 +631,18 @@ pub static KO: Texts = Texts {
     picker_button: "이 이미지로 상자 다시 만들기",
     picker_note: "상자를 다시 만들면 커밋하지 않은 upper 디렉터리의 변경은 사라집니다.",
     picker_switching: "다시 만드는 중…",
+    import_title: "이미지 가져오기 (docker load)",
+    import_caption: "서버 컴퓨터에 있는 docker save tar 파일이나 OCI 이미지 레이아웃 디렉터리를 받아, 레이어마다 digest가 맞는지 확인한 뒤 레이어 디렉터리 밖으로 새어 나가는 경로 없이 안전하게 풀어 저장소에 넣습니다.",
+    import_label: "서버 컴퓨터의 경로 (/로 시작하는 절대 경로)",
+    import_button: "가져오기",
+    import_pending: "가져오는 중:",
+    import_starting: "시작하는 중…",
+    import_bad_path: "/로 시작하는 절대 경로를 적어 주세요.",
+    import_failed: "가져오지 못했습니다",
+    import_made: "가져온 이미지:",
+    import_none: "가져온 이미지가 없습니다.",
+    import_hint: "위의 이미지 목록에 이제 이 이미지가 있습니다: 골라서 상자를 다시 만들어 보세요.",
+    import_refused: "가져오기는 서버의 파일을 읽으므로, 서버 컴퓨터에서 (localhost로) 연 페이지에서만 쓸 수 있습니다.",
 };
 
 pub static EN: Texts = Texts {
@@ -908,6 +934,18 @@ pub static EN: Texts = Texts {
     picker_button: "Rebuild the box from it",
     picker_note: "Rebuilding discards the upper directory's uncommitted changes.",
     picker_switching: "Rebuilding…",
+    import_title: "Import an image (docker load)",
+    import_caption: "Takes a docker save tarball or an OCI image layout directory on the server's host, checks every layer against its digest, and unpacks it safely into the store, with no path escaping its layer directory.",
+    import_label: "Path on the server's host (absolute, starting with /)",
+    import_button: "Import",
+    import_pending: "Importing:",
+    import_starting: "Starting…",
+    import_bad_path: "Enter an absolute path, starting with /.",
+    import_failed: "The import failed",
+    import_made: "Imported:",
+    import_none: "No image was imported.",
+    import_hint: "The image list above now has it: choose it to rebuild the box from it.",
+    import_refused: "Importing reads the server's files, so it works only on a page opened on the server's host (localhost).",
 };
 
 /// One line on what a namespace type isolates.
@@ -1205,5 +1243,37 @@ pub fn commit_summary(lang: Lang, shared: usize, total: usize) -> String {
             "{shared} of {total} layers are the current image's own (same digest, same directory); only {new} {} new.",
             if new == 1 { "is" } else { "are" }
         ),
+    }
+}
+
+/// How far an import is: its stage and `done` of `total` (bytes while
+/// reading, layers while unpacking), with the percent.
+pub fn import_progress(lang: Lang, stage: &str, done: u64, total: u64, percent: u64) -> String {
+    match (lang, stage) {
+        (Lang::Ko, "reading") => format!(
+            "블롭 읽어 저장하기 {} / {} ({percent}%)",
+            bytes(done),
+            bytes(total)
+        ),
+        (Lang::En, "reading") => format!(
+            "reading blobs {} / {} ({percent}%)",
+            bytes(done),
+            bytes(total)
+        ),
+        // Counted in layers, or (from some servers) in the layers' bytes:
+        // an image has far fewer than 1024 layers.
+        (Lang::Ko, "unpacking") if total >= 1024 => format!(
+            "레이어 풀기 {} / {} ({percent}%)",
+            bytes(done),
+            bytes(total)
+        ),
+        (Lang::En, "unpacking") if total >= 1024 => format!(
+            "unpacking layers {} / {} ({percent}%)",
+            bytes(done),
+            bytes(total)
+        ),
+        (Lang::Ko, "unpacking") => format!("레이어 풀기 {done}/{total} ({percent}%)"),
+        (Lang::En, "unpacking") => format!("unpacking layers {done}/{total} ({percent}%)"),
+        (_, other) => format!("{other} {done}/{total} ({percent}%)"),
     }
 }

@@ -385,6 +385,39 @@ pub struct CommitState {
     pub error: Option<String>,
 }
 
+/// How far an import is, from the last `progress` message.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ImportProgress {
+    /// `reading` (storing blobs, in bytes) or `unpacking` (layers).
+    pub stage: String,
+    pub done: u64,
+    pub total: u64,
+}
+
+impl ImportProgress {
+    /// Done in % of the stage (100 for an empty one).
+    pub fn percent(&self) -> u64 {
+        (self.done.min(self.total) * 100)
+            .checked_div(self.total)
+            .unwrap_or(100)
+    }
+}
+
+/// The import card's exchange with the server.
+#[derive(Clone, PartialEq, Debug, Default)]
+pub struct ImportState {
+    /// The path asked for, until the server answers.
+    pub pending: Option<String>,
+    /// The last progress of the import asked for last.
+    pub progress: Option<ImportProgress>,
+    /// The images the last import stored.
+    pub result: Option<Rc<Vec<String>>>,
+    /// Why the server refused the last import.
+    pub error: Option<String>,
+    /// The server does not import for this page (not on loopback).
+    pub refused: bool,
+}
+
 /// Error codes that only a terminal request gets: never the answer to a
 /// commit or an image switch.
 fn is_terminal_only(code: ErrorCode) -> bool {
@@ -433,6 +466,7 @@ pub struct State {
     pub commit: CommitState,
     /// The image the box is being rebuilt from, until its snapshot arrives.
     pub switching: Option<String>,
+    pub import: ImportState,
 }
 
 impl State {
@@ -457,6 +491,7 @@ impl State {
             which: WhichState::default(),
             commit: CommitState::default(),
             switching: None,
+            import: ImportState::default(),
         }
     }
 
@@ -541,6 +576,12 @@ pub enum Action {
     Committed(CommittedImage),
     /// The box is to be built again from the image named.
     ImageSent(String),
+    /// An import of the path was asked for.
+    ImportSent(String),
+    /// How far it is.
+    ImportProgress(ImportProgress),
+    /// The images it stored.
+    Imported(Vec<String>),
 }
 
 impl Reducible for State {
@@ -560,6 +601,10 @@ impl Reducible for State {
                     next.limits.applying = false;
                     next.commit.pending = None;
                     next.switching = None;
+                    // The import's progress went with the connection.
+                    if next.import.pending.take().is_some() {
+                        next.import.progress = None;
+                    }
                     if next.terminal.running {
                         Rc::make_mut(&mut next.terminal).running = false;
                     }
@@ -632,6 +677,14 @@ impl Reducible for State {
                 }
             }
             Action::Busy(message) => next.busy = Some(message),
+            Action::ServerError(error)
+                if next.import.pending.is_some() && !is_terminal_only(error.code) =>
+            {
+                // The import's answer: shown in its card.
+                next.import.pending = None;
+                next.import.refused = error.code == ErrorCode::NotAllowed;
+                next.import.error = Some(error.message);
+            }
             Action::ServerError(error)
                 if next.commit.pending.is_some() && !is_terminal_only(error.code) =>
             {
@@ -791,6 +844,25 @@ impl Reducible for State {
                 next.commit.result = Some(Rc::new(image));
             }
             Action::ImageSent(name) => next.switching = Some(name),
+            Action::ImportSent(path) => {
+                next.import = ImportState {
+                    pending: Some(path),
+                    ..ImportState::default()
+                };
+            }
+            Action::ImportProgress(progress) => {
+                // Only the import asked for has progress to show.
+                if next.import.pending.is_none() || next.import.progress.as_ref() == Some(&progress)
+                {
+                    return self;
+                }
+                next.import.progress = Some(progress);
+            }
+            Action::Imported(names) => {
+                next.import.pending = None;
+                next.import.error = None;
+                next.import.result = Some(Rc::new(names));
+            }
             Action::TermClear => {
                 let running = next.terminal.running;
                 let refused = next.terminal.refused;
@@ -887,6 +959,65 @@ mod tests {
             id: "0123456789ab".to_owned(),
             layers: Vec::new(),
         })
+    }
+
+    #[test]
+    fn an_import_shows_progress_then_its_images_or_its_error() {
+        let base = "damda.local/busybox-httpd:latest";
+        let path = "/tmp/image.tar";
+        let mut state = Rc::new(State::new(Lang::Ko)).reduce(Action::Snapshot(snapshot(
+            StepId::Overlay,
+            7,
+            Some(base),
+        )));
+        let progress = |stage: &str, done, total| {
+            Action::ImportProgress(ImportProgress {
+                stage: stage.to_owned(),
+                done,
+                total,
+            })
+        };
+        // Progress with nothing asked is nobody's.
+        state = state.reduce(progress("reading", 1, 2));
+        assert_eq!(state.import.progress, None);
+        state = state
+            .reduce(Action::ImportSent(path.to_owned()))
+            .reduce(progress("reading", 5, 10))
+            .reduce(progress("unpacking", 2, 3));
+        let shown = state.import.progress.clone().unwrap();
+        assert_eq!((shown.stage.as_str(), shown.percent()), ("unpacking", 66));
+        // Refused: the card shows why, the terminal and the banner nothing.
+        let refused = state.clone().reduce(error(ErrorCode::NotAllowed));
+        assert_eq!(refused.import.pending, None);
+        assert!(refused.import.refused);
+        assert_eq!(refused.import.error.as_deref(), Some("no"));
+        assert!(refused.terminal.chunks.is_empty());
+        assert_eq!(refused.error, None);
+        let bad = state.clone().reduce(error(ErrorCode::BadMessage));
+        assert!(!bad.import.refused);
+        assert_eq!(bad.error, None);
+
+        state = state
+            .reduce(Action::Imported(vec!["x:1".to_owned()]))
+            .reduce(Action::Snapshot(snapshot(StepId::Overlay, 7, Some(base))));
+        assert_eq!(state.import.pending, None);
+        assert_eq!(
+            state.import.result.as_deref(),
+            Some(&vec!["x:1".to_owned()])
+        );
+        // A new import starts afresh.
+        state = state.reduce(Action::ImportSent(path.to_owned()));
+        assert_eq!(state.import.result, None);
+        assert_eq!(state.import.progress, None);
+        assert_eq!(
+            ImportProgress {
+                stage: "reading".to_owned(),
+                done: 0,
+                total: 0
+            }
+            .percent(),
+            100
+        );
     }
 
     #[test]
