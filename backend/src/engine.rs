@@ -50,9 +50,28 @@ pub enum EngineError {
     #[error("the box helper refused: {0}")]
     Refused(String),
     #[error("the image: {0}")]
-    Image(#[from] crate::image::StoreError),
+    Image(Box<crate::image::StoreError>),
     #[error("preparing the overlay: {0}")]
     OverlayDirs(std::io::Error),
+    #[error("{0}")]
+    NotYet(&'static str),
+    #[error("image {name}: {why}")]
+    BadImage { name: String, why: String },
+    #[error("committing: {0}")]
+    Commit(Box<crate::image::BuildError>),
+}
+
+// Boxed: image errors are large, and every step's result carries this type.
+impl From<crate::image::StoreError> for EngineError {
+    fn from(err: crate::image::StoreError) -> Self {
+        EngineError::Image(Box::new(err))
+    }
+}
+
+impl From<crate::image::BuildError> for EngineError {
+    fn from(err: crate::image::BuildError) -> Self {
+        EngineError::Commit(Box::new(err))
+    }
 }
 
 /// Where boxes come from; shared by every box of one server or walk.
@@ -130,6 +149,29 @@ impl Engine {
 }
 
 impl Engine {
+    /// Imports a `docker save` tarball or an OCI layout into the store, its
+    /// layers unpacked for the boxes' mapped ids; returns the names stored.
+    pub fn import(
+        &self,
+        path: &Path,
+        progress: &mut dyn FnMut(crate::image::Progress),
+    ) -> Result<Vec<String>, EngineError> {
+        let store = ImageStore::open_with(
+            &self.config.images,
+            UnpackOptions {
+                owner_offset: self.config.ids.outside,
+                ..UnpackOptions::default()
+            },
+        )?;
+        let names = crate::image::import(&store, path, None, progress).map_err(|err| {
+            EngineError::BadImage {
+                name: path.display().to_string(),
+                why: err.to_string(),
+            }
+        })?;
+        Ok(names.iter().map(ToString::to_string).collect())
+    }
+
     /// A command that runs in the box whose main process is `pid` (and in
     /// its cgroup, given the cgroup.procs files): `what` is a shell command
     /// line, the chroot escape, or a cgroup demonstration.
@@ -204,12 +246,16 @@ impl LiveBox {
     /// A fresh box; with `on_image`, built for the `overlay` step from the
     /// start: its root is the image's overlay, entered by pivot_root, and it
     /// has no copy of the rootfs and no chroot.
-    fn start(engine: &Engine, user_first: bool, on_image: bool) -> Result<Self, EngineError> {
+    fn start(
+        engine: &Engine,
+        user_first: bool,
+        on_image: Option<&Reference>,
+    ) -> Result<Self, EngineError> {
         let id = random_id();
         let dir = engine.config.boxes.join(format!("damda-{id}"));
         // A rootfs that is not there is not copied: the box points at it, and
         // the `chroot` step fails with the kernel's own ENOENT.
-        let source_missing = !engine.config.rootfs.exists() && !on_image;
+        let source_missing = !engine.config.rootfs.exists() && on_image.is_none();
         let root = if source_missing {
             engine.config.rootfs.clone()
         } else {
@@ -233,10 +279,10 @@ impl LiveBox {
             owned: Vec::new(),
             ledger: engine.ledger.clone(),
         };
-        if on_image {
+        if let Some(image) = on_image {
             live.own(Entry::Directory { path: dir.clone() })?;
             rootfs::create_box_dir(&dir)?;
-            live.prepare_overlay(engine, &dir)?;
+            live.prepare_overlay(engine, image, &dir)?;
         } else if !source_missing {
             live.own(Entry::Directory { path: dir.clone() })?;
             rootfs::create_box_dir(&dir)?;
@@ -316,7 +362,12 @@ impl LiveBox {
     /// The image's layers (unpacked once, owned by the box's mapped ids) and
     /// the box's own upper, work and mount directories under `dir`; the box
     /// mounts and enters them at the `overlay` step.
-    fn prepare_overlay(&mut self, engine: &Engine, dir: &Path) -> Result<(), EngineError> {
+    fn prepare_overlay(
+        &mut self,
+        engine: &Engine,
+        reference: &Reference,
+        dir: &Path,
+    ) -> Result<(), EngineError> {
         use std::os::unix::fs::{chown, DirBuilderExt};
         let owner = self.spec.ids.outside;
         let options = UnpackOptions {
@@ -324,8 +375,8 @@ impl LiveBox {
             ..UnpackOptions::default()
         };
         let store = ImageStore::open_with(&engine.config.images, options)?;
-        let image = store.image(&engine.config.image)?;
-        let layers = store.unpacked_layers(&engine.config.image)?;
+        let image = store.image(reference)?;
+        let layers = store.unpacked_layers(reference)?;
         if !dir.exists() {
             self.own(Entry::Directory {
                 path: dir.to_owned(),
@@ -443,12 +494,15 @@ pub struct BoxSession {
     forward_drops: Vec<String>,
     /// Set when the `overlay` step rebuilt the box without chroot.
     pivot_note: Option<RebuildNote>,
+    /// The image the `overlay` step mounts.
+    image: Reference,
 }
 
 impl BoxSession {
     /// A fresh box at `host`.
     pub fn start(engine: Arc<Engine>) -> Result<(Self, Snapshot), EngineError> {
-        let live = LiveBox::start(&engine, false, false)?;
+        let image = engine.config.image.clone();
+        let live = LiveBox::start(&engine, false, None)?;
         let limits = engine.config.limits.clone();
         let mut session = BoxSession {
             engine,
@@ -459,6 +513,7 @@ impl BoxSession {
             inside_links: Vec::new(),
             forward_drops: Vec::new(),
             pivot_note: None,
+            image,
         };
         session.apply_phase(StepId::Host, Phase::Early)?;
         session.applied.push(StepId::Host);
@@ -487,7 +542,8 @@ impl BoxSession {
                 .config
                 .boxes
                 .join(format!("damda-{}", self.live.id));
-            self.live.prepare_overlay(&self.engine, &dir)?;
+            let image = self.image.clone();
+            self.live.prepare_overlay(&self.engine, &image, &dir)?;
         }
         let request = Request::Apply {
             step,
@@ -645,16 +701,7 @@ impl BoxSession {
             name: image.reference.to_string(),
             id: crate::image::short_id(&image.config_digest),
             command: image.command(),
-            layers: layers
-                .iter()
-                .map(|l| LayerView {
-                    digest: l.digest.to_string(),
-                    diff_id: l.diff_id.to_string(),
-                    size: l.size,
-                    created_by: l.created_by.clone().unwrap_or_default(),
-                    dir: l.dir.display().to_string(),
-                })
-                .collect(),
+            layers: layers.iter().map(layer_view).collect(),
             upper: self.changes().unwrap_or_default(),
             mount: mountinfo
                 .lines()
@@ -666,6 +713,11 @@ impl BoxSession {
                 .iter()
                 .map(|v| format!("{}:{}", v.host.display(), v.target.display()))
                 .collect(),
+            available: self
+                .store()
+                .and_then(|store| store.images())
+                .map(|images| images.iter().map(|i| i.reference.to_string()).collect())
+                .unwrap_or_default(),
             upper_dir: plan.upper.display().to_string(),
             work_dir: plan.work.display().to_string(),
             service_pid: self
@@ -703,6 +755,70 @@ impl BoxSession {
         skip.extend(plan.volumes.iter().map(|v| v.target.display().to_string()));
         let skip: Vec<&str> = skip.iter().map(String::as_str).collect();
         Some(crate::image::upper::list(&plan.upper, &plan.lowers, &skip))
+    }
+
+    /// The image store, its layers owned by the boxes' mapped ids.
+    fn store(&self) -> Result<ImageStore, crate::image::StoreError> {
+        ImageStore::open_with(
+            &self.engine.config.images,
+            UnpackOptions {
+                owner_offset: self.live.spec.ids.outside,
+                ..UnpackOptions::default()
+            },
+        )
+    }
+
+    /// `docker commit`: the box's upper directory saved as a new layer on
+    /// its image, tagged `name`. Returns the new image's name, id and layers.
+    pub fn commit(&self, name: &str) -> Result<(String, String, Vec<LayerView>), EngineError> {
+        let bad = |why: String| EngineError::BadImage {
+            name: name.to_owned(),
+            why,
+        };
+        let reference: Reference = name
+            .parse()
+            .map_err(|e: crate::image::ReferenceError| bad(e.to_string()))?;
+        if reference == self.image {
+            return Err(bad(
+                "is the box's own image; choose a new name or tag".into()
+            ));
+        }
+        let plan = self
+            .live
+            .spec
+            .overlay
+            .as_ref()
+            .filter(|_| self.applied.contains(&StepId::Overlay))
+            .ok_or(EngineError::NotYet(
+                "commit saves the box's upper directory: go to the overlay step first",
+            ))?;
+        let store = self.store()?;
+        let image =
+            crate::image::commit::commit(&store, &self.image, &plan.upper, &["/dev"], &reference)?;
+        let layers = store.unpacked_layers(&reference)?;
+        Ok((
+            reference.to_string(),
+            crate::image::short_id(&image.config_digest),
+            layers.iter().map(layer_view).collect(),
+        ))
+    }
+
+    /// Builds the box again from the image `name`: its `overlay` step and
+    /// after mount that image.
+    pub fn use_image(&mut self, name: &str) -> Result<Vec<Snapshot>, EngineError> {
+        let reference: Reference =
+            name.parse()
+                .map_err(|e: crate::image::ReferenceError| EngineError::BadImage {
+                    name: name.to_owned(),
+                    why: e.to_string(),
+                })?;
+        self.store()?.image(&reference)?;
+        self.image = reference;
+        if self.applied.contains(&StepId::Overlay) {
+            let path = self.applied.clone();
+            return self.rebuild_at(&path);
+        }
+        Ok(Vec::new())
     }
 
     /// Which layer of the box's root provides `path`.
@@ -858,11 +974,11 @@ impl BoxSession {
             self.rebuild = None;
         }
         let user_first = self.user_first();
-        let on_image = path.contains(&StepId::Overlay);
-        if !on_image {
+        let on_image = path.contains(&StepId::Overlay).then(|| self.image.clone());
+        if on_image.is_none() {
             self.pivot_note = None;
         }
-        self.live = LiveBox::start(&self.engine, user_first, on_image)?;
+        self.live = LiveBox::start(&self.engine, user_first, on_image.as_ref())?;
         self.applied.clear();
         let plan = if user_first {
             steps::kernel_order(path)
@@ -951,6 +1067,17 @@ fn cgroup_view(group: &BoxCgroup, layout: String) -> CgroupView {
             .map(|s| format!("{}: {}", s.path.display(), s.reason))
             .collect(),
         usage: group.stats(),
+    }
+}
+
+/// A layer as the page shows it.
+fn layer_view(layer: &LayerInfo) -> LayerView {
+    LayerView {
+        digest: layer.digest.to_string(),
+        diff_id: layer.diff_id.to_string(),
+        size: layer.size,
+        created_by: layer.created_by.clone().unwrap_or_default(),
+        dir: layer.dir.display().to_string(),
     }
 }
 

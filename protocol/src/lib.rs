@@ -384,6 +384,9 @@ pub struct ImageView {
     /// Host directories bound into the box, as `HOST:BOX` (docker run -v).
     #[serde(default)]
     pub volumes: Vec<String>,
+    /// The images in the store a box can be built from, by name.
+    #[serde(default)]
+    pub available: Vec<String>,
     /// The image's service, once the `run` step started it: its pid on the
     /// host.
     #[serde(default)]
@@ -737,6 +740,16 @@ pub enum ClientMessage {
     Watch { on: bool },
     /// Which layer provides `path` of the box's root (from `overlay` on).
     Which { path: String },
+    /// Saves the box's upper directory as a new layer on top of its image,
+    /// tagged `name` (registry/repository:tag), as `docker commit`.
+    Commit { name: String },
+    /// Builds the box again from the image `name` (its `overlay` step and
+    /// after mount that image).
+    Image { name: String },
+    /// Imports an image from a file or directory on the server's host (a
+    /// `docker save` tarball or an OCI layout), as `damda import PATH`.
+    /// Loopback pages only.
+    Import { path: String },
 }
 
 /// Which output stream a chunk came from.
@@ -815,6 +828,24 @@ pub enum ServerMessage {
     Which {
         path: String,
         provenance: Provenance,
+    },
+    /// How far an `import` is: `stage` is `reading` (storing the blobs) or
+    /// `unpacking` (the layers), `done` of `total` bytes.
+    Progress {
+        stage: String,
+        done: u64,
+        total: u64,
+    },
+    /// `import` stored these images.
+    Imported {
+        names: Vec<String>,
+    },
+    /// `commit` made this image: its name, id and layers (the base image's,
+    /// shared, then the new one).
+    Committed {
+        name: String,
+        id: String,
+        layers: Vec<LayerView>,
     },
     /// The command ended: its exit code, or the signal that ended it.
     Exited {

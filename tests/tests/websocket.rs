@@ -764,3 +764,137 @@ async fn which_names_the_layer_and_changes_follow_the_box() {
     ws.close().await;
     stop_and_check(server, &[host.pid, overlay.pid]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_makes_an_image_a_second_box_is_built_from() {
+    // A data directory of its own, so the committed image goes with it.
+    let data = TempData::with_rootfs("commit");
+    let images = data_dir().join("images").to_string_lossy().into_owned();
+    run_ok(
+        "cp",
+        &["-a", &images, &data.dir.join("images").to_string_lossy()],
+    );
+    let server = Server::start_with_env(&[], &[("DAMDA_DATA", &data.text())]);
+    let (mut ws, _id, host) = Ws::open(&server).await;
+    let commit = |name: &str| json!({"type": "commit", "name": name});
+    ws.send_json(commit("damda.local/too-early:1")).await;
+    ws.expect_busy().await;
+    refused(&mut ws, ErrorCode::NotYet).await;
+
+    ws.send_json(goto("overlay")).await;
+    let overlay = loop {
+        match ws.recv().await {
+            ServerMessage::Snapshot(s) if s.step == StepId::Overlay => break *s,
+            ServerMessage::Snapshot(_) | ServerMessage::Busy { .. } => continue,
+            other => panic!("expected the overlay snapshot, got {other:?}"),
+        }
+    };
+    let base = overlay.image.clone().expect("an image view");
+    let change = sh_as_box_root(
+        overlay.pid,
+        "echo committed >> /etc/motd && rm /www/index.html",
+    );
+    assert!(change.status.success(), "{change:?}");
+
+    ws.send_json(commit("not a name")).await;
+    ws.expect_busy().await;
+    refused(&mut ws, ErrorCode::BadMessage).await;
+    let name = "damda.local/my-box:1";
+    ws.send_json(commit(name)).await;
+    ws.expect_busy().await;
+    let layers = match ws.recv().await {
+        ServerMessage::Committed {
+            name: made,
+            id,
+            layers,
+        } => {
+            assert_eq!(made, name);
+            assert_eq!(id.len(), 12);
+            layers
+        }
+        other => panic!("expected committed, got {other:?}"),
+    };
+    assert_eq!(layers.len(), base.layers.len() + 1, "one new layer on top");
+    for (shared, original) in layers.iter().zip(&base.layers) {
+        assert_eq!(
+            (&shared.digest, &shared.dir),
+            (&original.digest, &original.dir),
+            "shared, not copied"
+        );
+    }
+    // The new layer is a plain tar: the whiteout became a .wh. entry.
+    let top = std::path::Path::new(&layers.last().unwrap().dir);
+    assert!(top.join("etc/motd").is_file());
+    let whiteout =
+        std::fs::symlink_metadata(top.join("www/index.html")).expect("the unpacked whiteout");
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &whiteout.file_type()
+    ));
+    let current = ws.expect_snapshot(StepId::Overlay).await;
+    assert!(current.image.unwrap().available.contains(&name.to_owned()));
+
+    // A second box from the committed image: the change is in its root.
+    ws.send_json(json!({"type": "image", "name": name})).await;
+    ws.expect_busy().await;
+    let rebuilt = ws.expect_snapshot(StepId::Overlay).await;
+    assert_eq!(rebuilt.image.as_ref().unwrap().name, name);
+    let seen = sh_as_box_root(rebuilt.pid, "tail -n 1 /etc/motd; ls /www");
+    assert!(seen.stdout.starts_with("committed\n"), "{seen:?}");
+    assert!(
+        !seen.stdout.contains("index.html"),
+        "deleted in the image too: {seen:?}"
+    );
+    ws.close().await;
+    stop_and_check(server, &[host.pid, overlay.pid, rebuilt.pid]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_reports_progress_and_the_image_is_used() {
+    // A data directory without images: the import is what brings one.
+    let data = TempData::with_rootfs("import");
+    let server = Server::start_with_env(&[], &[("DAMDA_DATA", &data.text())]);
+    let (mut ws, _id, host) = Ws::open(&server).await;
+    let import = |path: &str| json!({"type": "import", "path": path});
+    ws.send_json(import("relative/path")).await;
+    refused(&mut ws, ErrorCode::BadMessage).await;
+    ws.send_json(import("/nonexistent/image.tar")).await;
+    let (message, _) = refused(&mut ws, ErrorCode::BadMessage).await;
+    assert!(message.contains("/nonexistent/image.tar"), "{message}");
+
+    // The prepared store is itself an OCI image layout.
+    let layout = data_dir().join("images");
+    ws.send_json(import(&layout.to_string_lossy())).await;
+    let mut stages = Vec::new();
+    let names = loop {
+        match ws.recv().await {
+            ServerMessage::Progress { stage, done, total } => {
+                assert!(done <= total, "{done} of {total}");
+                stages.push(stage);
+            }
+            ServerMessage::Imported { names } => break names,
+            other => panic!("expected progress, got {other:?}"),
+        }
+    };
+    assert!(stages.iter().any(|s| s == "unpacking"), "{stages:?}");
+    assert!(
+        names.contains(&"damda.local/busybox-httpd:latest".to_owned()),
+        "{names:?}"
+    );
+    ws.expect_snapshot(StepId::Host).await;
+    // A box of this server can now be built on it.
+    ws.send_json(goto("overlay")).await;
+    let overlay = loop {
+        match ws.recv().await {
+            ServerMessage::Snapshot(s) if s.step == StepId::Overlay => break *s,
+            ServerMessage::Snapshot(_) | ServerMessage::Busy { .. } => continue,
+            other => panic!("expected the overlay snapshot, got {other:?}"),
+        }
+    };
+    let view = overlay.image.as_ref().expect("an image view");
+    assert!(
+        view.layers.iter().all(|l| l.dir.starts_with(&data.text())),
+        "the imported layers"
+    );
+    ws.close().await;
+    stop_and_check(server, &[host.pid, overlay.pid]);
+}

@@ -59,7 +59,7 @@ pub enum BuildError {
     Store(#[from] StoreError),
 }
 
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> BuildError {
+pub(super) fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> BuildError {
     let path = path.to_owned();
     move |source| BuildError::Io {
         action,
@@ -68,12 +68,12 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> BuildE
     }
 }
 
-fn spec(what: &'static str) -> impl FnOnce(oci_spec::OciSpecError) -> BuildError {
+pub(super) fn spec(what: &'static str) -> impl FnOnce(oci_spec::OciSpecError) -> BuildError {
     move |source| BuildError::Spec { what, source }
 }
 
 /// One file system entry of a layer, at its path inside the image.
-enum Item {
+pub(super) enum Item {
     Dir { mode: u32 },
     File { mode: u32, data: Vec<u8> },
     Symlink { target: PathBuf },
@@ -116,7 +116,7 @@ fn collect(base: &Path, dir: &Path, out: &mut Vec<(String, Item)>) -> Result<(),
 }
 
 /// A deterministic layer tar of `items`.
-fn layer_tar(items: &[(String, Item)]) -> Result<Vec<u8>, BuildError> {
+pub(super) fn layer_tar(items: &[(String, Item)]) -> Result<Vec<u8>, BuildError> {
     let mut builder = tar::Builder::new(Vec::new());
     let tar_err = io_err("writing a layer tar for", Path::new("the default image"));
     for (path, item) in items {
@@ -150,7 +150,7 @@ fn layer_tar(items: &[(String, Item)]) -> Result<Vec<u8>, BuildError> {
 }
 
 /// Gzip with a fixed header (no name, mtime 0): same input, same bytes.
-fn gzip(tar: &[u8]) -> io::Result<Vec<u8>> {
+pub(super) fn gzip(tar: &[u8]) -> io::Result<Vec<u8>> {
     let mut encoder = flate2::GzBuilder::new()
         .mtime(0)
         .write(Vec::new(), flate2::Compression::default());

@@ -3,6 +3,7 @@
 //! and the `docker image ls` / `docker history`-like tables.
 
 pub mod build;
+pub mod commit;
 pub mod digest;
 pub mod import;
 pub mod provenance;

@@ -27,11 +27,11 @@ use std::path::{Path, PathBuf};
 use xattr::FileExt;
 
 /// AUFS marks a deleted name with this prefix in the layer tar.
-const WHITEOUT_PREFIX: &str = ".wh.";
+pub(super) const WHITEOUT_PREFIX: &str = ".wh.";
 /// AUFS's own bookkeeping names (`.wh..wh.plnk`, …); only `opq` means something.
 const WHITEOUT_META_PREFIX: &str = ".wh..wh.";
 /// "Everything below this directory in lower layers is hidden."
-const WHITEOUT_OPAQUE: &str = ".wh..wh..opq";
+pub(super) const WHITEOUT_OPAQUE: &str = ".wh..wh..opq";
 /// The xattr overlayfs reads to make a directory opaque.
 pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 /// The same mark as overlay writes it when mounted with `userxattr` (in a

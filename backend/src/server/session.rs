@@ -44,6 +44,8 @@ fn engine_error(err: EngineError) -> ServerMessage {
             error: None,
         },
         EngineError::NoSuchMove(why) => error(ErrorCode::NoSuchMove, why),
+        EngineError::NotYet(why) => error(ErrorCode::NotYet, why),
+        EngineError::BadImage { .. } => error(ErrorCode::BadMessage, err.to_string()),
         other => error(ErrorCode::BoxFailed, other.to_string()),
     }
 }
@@ -202,6 +204,32 @@ impl Connection {
             }
             ClientMessage::Watch { on } => self.watching.store(on, Ordering::Relaxed),
             ClientMessage::Which { path } => self.which(path).await,
+            ClientMessage::Commit { name } => {
+                self.send(ServerMessage::Busy {
+                    message: "saving the box's upper directory as a new layer".into(),
+                })
+                .await;
+                match with_box(&self.session, move |b| b.commit(&name)).await {
+                    Ok((name, id, layers)) => {
+                        self.send(ServerMessage::Committed { name, id, layers })
+                            .await;
+                        // The store lists the new image now.
+                        self.send_current().await;
+                    }
+                    Err(err) => self.send(engine_error(err)).await,
+                }
+            }
+            ClientMessage::Import { path } => self.import(path).await,
+            ClientMessage::Image { name } => {
+                self.send(ServerMessage::Busy {
+                    message: "building the box from the image".into(),
+                })
+                .await;
+                match with_box(&self.session, move |b| b.use_image(&name)).await {
+                    Ok(snapshots) if snapshots.is_empty() => self.send_current().await,
+                    other => self.send_outcome(other).await,
+                }
+            }
             ClientMessage::Interrupt => match &self.running {
                 Some(running) if !running.is_finished() => running.interrupt(),
                 _ => {
@@ -298,6 +326,53 @@ impl Connection {
         self.session = old;
         self.send(ServerMessage::Session { id }).await;
         self.send_current().await;
+    }
+
+    /// Imports an image from a path on the server's host, with progress.
+    async fn import(&self, path: String) {
+        if !self.terminal_allowed {
+            return self
+                .send(error(
+                    ErrorCode::NotAllowed,
+                    "importing reads the server's files: loopback pages only",
+                ))
+                .await;
+        }
+        if path.len() > MAX_COMMAND_BYTES || !path.starts_with('/') {
+            return self
+                .send(error(
+                    ErrorCode::BadMessage,
+                    format!("a path must start with / and be at most {MAX_COMMAND_BYTES} bytes"),
+                ))
+                .await;
+        }
+        let engine = self.registry.engine().clone();
+        let outbox = self.outbox.clone();
+        let imported = tokio::task::spawn_blocking(move || {
+            let mut last = (String::new(), u64::MAX);
+            engine.import(std::path::Path::new(&path), &mut |p| {
+                // At most one message per percent and stage.
+                let stage = format!("{:?}", p.stage).to_lowercase();
+                let percent = p.percent();
+                if (stage.as_str(), percent) != (last.0.as_str(), last.1) {
+                    last = (stage.clone(), percent);
+                    let _ = outbox.blocking_send(Outgoing::Message(ServerMessage::Progress {
+                        stage,
+                        done: p.done,
+                        total: p.total,
+                    }));
+                }
+            })
+        })
+        .await
+        .expect("import does not panic");
+        match imported {
+            Ok(names) => {
+                self.send(ServerMessage::Imported { names }).await;
+                self.send_current().await;
+            }
+            Err(err) => self.send(engine_error(err)).await,
+        }
     }
 
     /// Which layer provides a path of the box's root.
