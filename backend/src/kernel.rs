@@ -529,7 +529,7 @@ mod tests {
         };
         assert_eq!(
             private.describe(),
-            r#"mount(NULL, "/", NULL, MS_REC|MS_PRIVATE)"#
+            r#"mount(NULL, "/", NULL, MS_REC|MS_PRIVATE, NULL)"#
         );
     }
 
