@@ -18,7 +18,7 @@ say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 # --- Debian packages ---------------------------------------------------------
 apt_packages=(busybox-static iproute2 nftables iptables util-linux procps
-  chromium chromium-driver fonts-noto-cjk qemu-system-x86 cpio gzip)
+  chromium chromium-driver fonts-noto-cjk qemu-system-x86 cpio gzip runc crun)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -91,6 +91,20 @@ enum Commands {
     Images,
     /// Show an image's layers, as `docker history` does.
     History { name: String },
+    /// Write the box as an OCI runtime bundle (config.json + rootfs) that
+    /// runc or crun runs: `damda export DIR [-- ARGS...]`.
+    Export {
+        /// The bundle directory (created if missing).
+        dir: std::path::PathBuf,
+        /// The image whose layers become the rootfs (the default image without it).
+        #[arg(long)]
+        image: Option<String>,
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// The command to run instead of the image's Entrypoint and Cmd.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 /// The `network` step's bridge network.
@@ -378,6 +392,20 @@ fn main() -> anyhow::Result<()> {
         Commands::History { name } => {
             let store = damda::image::open_store(&paths)?;
             print!("{}", damda::image::history_table(&store, &name.parse()?)?);
+            Ok(())
+        }
+        Commands::Export {
+            dir,
+            image,
+            limits,
+            args,
+        } => {
+            let mut config = EngineConfig::defaults(&paths);
+            config.limits = limits.limits()?;
+            if let Some(image) = image {
+                config.image = image.parse()?;
+            }
+            print!("{}", damda::image::export::export(&config, &dir, &args)?);
             Ok(())
         }
     }

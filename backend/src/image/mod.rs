@@ -5,6 +5,7 @@
 pub mod build;
 pub mod commit;
 pub mod digest;
+pub mod export;
 pub mod import;
 pub mod provenance;
 pub mod reference;

@@ -1,0 +1,292 @@
+//! `damda export` writes a real OCI runtime bundle: runc and crun (Debian's,
+//! as set-up installs them) run it as they are, and the box they make is
+//! the one the steps make — hostname `damda-box`, root mapped to 100000 for
+//! 65536 ids, the image's files — and nothing of it is left afterwards.
+//!
+//! Each runtime gets a private `--root` state directory, so nothing is
+//! written to /run/runc or /run/crun, and a container id with this test's
+//! pid, so parallel runs do not meet.
+
+use damda_e2e::*;
+use serde_json::Value;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long a runtime may take to run the box's short script.
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+/// What the box runs: the facts the steps show, in the box's own words.
+const SCRIPT: &str = "hostname; cat /proc/self/uid_map; id -u; ls /";
+
+#[derive(Clone, Copy, PartialEq)]
+enum Runtime {
+    Runc,
+    Crun,
+}
+
+/// A bundle directory and a runtime's state directory under one temporary
+/// directory, and the container id; the container is deleted and the
+/// directory removed when dropped, whatever the test asserted.
+struct Bundle {
+    base: PathBuf,
+    runtime: Runtime,
+    id: String,
+}
+
+impl Bundle {
+    fn new(runtime: Runtime) -> Self {
+        let name = match runtime {
+            Runtime::Runc => "runc",
+            Runtime::Crun => "crun",
+        };
+        let base =
+            std::env::temp_dir().join(format!("damda-export-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        // Searchable by all: runc's init opens the rootfs as the box's
+        // root (uid 100000), already inside the user namespace.
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&base)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", base.display()));
+        let id = match runtime {
+            Runtime::Runc => format!("damda-export-{}", std::process::id()),
+            Runtime::Crun => format!("damda-export-crun-{}", std::process::id()),
+        };
+        Bundle { base, runtime, id }
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.base.join("bundle")
+    }
+
+    fn text(path: &Path) -> String {
+        path.to_string_lossy().into_owned()
+    }
+
+    /// `damda export` into the bundle directory, with `args` after `--`.
+    fn export(&self, options: &[&str], args: &[&str]) -> Output {
+        let dir = Self::text(&self.dir());
+        let mut all: Vec<&str> = vec!["export", &dir];
+        all.extend_from_slice(options);
+        if !args.is_empty() {
+            all.push("--");
+            all.extend_from_slice(args);
+        }
+        run(damda_bin(), &all, Duration::from_secs(60))
+    }
+
+    fn export_ok(&self, options: &[&str], args: &[&str]) -> String {
+        let out = self.export(options, args);
+        assert!(
+            out.status.success(),
+            "damda export failed: {}\n{}",
+            out.stdout,
+            out.stderr
+        );
+        out.stdout
+    }
+
+    /// The runtime with a private state directory and `args`. crun 1.8.1
+    /// refuses a hybrid cgroup layout ("cgroups in hybrid mode not
+    /// supported, drop all controllers from cgroupv2") while a cgroup2 tree
+    /// is mounted at /sys/fs/cgroup/unified, even one without controllers:
+    /// it runs in a private mount namespace without that mount, and uses
+    /// the v1 hierarchies as runc does. (On a cgroup2-only host the umount
+    /// finds nothing and crun runs as it is.)
+    fn runtime(&self, args: &[&str]) -> Output {
+        let state = Self::text(&self.base.join("state"));
+        match self.runtime {
+            Runtime::Runc => {
+                let mut all = vec!["--root", state.as_str()];
+                all.extend_from_slice(args);
+                run("runc", &all, RUN_TIMEOUT)
+            }
+            Runtime::Crun => {
+                let script = format!(
+                    "umount /sys/fs/cgroup/unified 2>/dev/null; exec crun --root {state} {}",
+                    args.join(" ")
+                );
+                run("unshare", &["-m", "sh", "-c", &script], RUN_TIMEOUT)
+            }
+        }
+    }
+
+    /// `run --bundle DIR ID`: the container's output and exit.
+    fn run_container(&self) -> Output {
+        let dir = Self::text(&self.dir());
+        self.runtime(&["run", "--bundle", &dir, &self.id])
+    }
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        // Gone already after a run that ended; this is for one that did not.
+        let id = self.id.clone();
+        let _ = self.runtime(&["delete", "-f", &id]);
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
+
+/// Cgroup directories named `name`, in every hierarchy, five levels deep
+/// (runc puts its group under its own memory group on v1).
+fn cgroups_named(name: &str) -> Vec<PathBuf> {
+    fn walk(dir: &Path, name: &str, depth: u32, found: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if entry.file_name().to_string_lossy() == name {
+                found.push(path.clone());
+            }
+            if depth > 0 {
+                walk(&path, name, depth - 1, found);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(Path::new("/sys/fs/cgroup"), name, 5, &mut found);
+    found
+}
+
+/// Nothing named `id` left: no cgroup, and nothing the leak check lists.
+fn assert_nothing_left(id: &str) {
+    poll(
+        GONE_TIMEOUT,
+        "the container's cgroups to be removed",
+        || {
+            let left = cgroups_named(id);
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        },
+    );
+    let check = run(damda_bin(), &["sweep", "--check"], Duration::from_secs(20));
+    for line in check.stdout.lines() {
+        assert!(!line.contains(id), "sweep --check lists ours: {line}");
+    }
+}
+
+/// Runs the exported box with `runtime` and checks what it printed.
+fn run_bundle_with(runtime: Runtime) {
+    let bundle = Bundle::new(runtime);
+    let id = bundle.id.clone();
+    let written = bundle.export_ok(&[], &["/bin/busybox", "sh", "-c", SCRIPT]);
+    assert!(written.contains("config.json"), "{written}");
+    assert!(written.contains("runc run --bundle"), "{written}");
+
+    let out = bundle.run_container();
+    assert!(
+        out.status.success(),
+        "the runtime failed ({}): {}\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    let lines: Vec<String> = normalise_lines(&out.stdout);
+    assert_eq!(
+        lines.first().map(String::as_str),
+        Some(BOX_HOSTNAME),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l == "0 100000 65536"),
+        "root inside is 100000 outside: {lines:?}"
+    );
+    assert_eq!(lines.get(2).map(String::as_str), Some("0"), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l == "www"),
+        "the image's top layer is in /: {lines:?}"
+    );
+    drop(bundle);
+    assert_nothing_left(&id);
+}
+
+#[test]
+fn runc_runs_the_exported_bundle() {
+    run_bundle_with(Runtime::Runc);
+}
+
+#[test]
+fn crun_runs_the_exported_bundle() {
+    run_bundle_with(Runtime::Crun);
+}
+
+#[test]
+fn the_config_is_a_runtime_spec_of_the_steps() {
+    let bundle = Bundle::new(Runtime::Runc);
+    bundle.export_ok(&["--memory-mib", "48", "--pids", "32"], &[]);
+    let path = bundle.dir().join("config.json");
+    let text = std::fs::read_to_string(&path).expect("config.json is written");
+    let config: Value = serde_json::from_str(&text).expect("config.json is JSON");
+
+    assert_eq!(config["ociVersion"], "1.0.2");
+    assert_eq!(config["hostname"], BOX_HOSTNAME);
+    assert_eq!(config["root"]["path"], "rootfs");
+    // The image's Entrypoint + Cmd, as the run step starts it.
+    let args: Vec<&str> = config["process"]["args"]
+        .as_array()
+        .expect("process.args")
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        args,
+        ["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"]
+    );
+    assert_eq!(config["process"]["user"]["uid"], 0);
+    assert_eq!(config["process"]["noNewPrivileges"], true);
+    assert_eq!(config["process"]["terminal"], false);
+
+    let linux = &config["linux"];
+    for key in ["uidMappings", "gidMappings"] {
+        assert_eq!(
+            linux[key],
+            serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]),
+            "{key}"
+        );
+    }
+    let mut namespaces: Vec<&str> = linux["namespaces"]
+        .as_array()
+        .expect("linux.namespaces")
+        .iter()
+        .map(|n| n["type"].as_str().unwrap())
+        .collect();
+    namespaces.sort_unstable();
+    assert_eq!(
+        namespaces,
+        ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"]
+    );
+    let resources = &linux["resources"];
+    assert_eq!(resources["memory"]["limit"], 48 << 20);
+    assert_eq!(resources["pids"]["limit"], 32);
+    assert_eq!(resources["cpu"]["quota"], 50_000);
+    assert_eq!(resources["cpu"]["period"], 100_000);
+    assert!(
+        linux.get("cgroupsPath").is_none(),
+        "the runtime names the group"
+    );
+
+    // The rootfs belongs to the box's root, as the layers it came from.
+    let rootfs = bundle.dir().join("rootfs");
+    for path in [rootfs.clone(), rootfs.join("www"), rootfs.join("proc")] {
+        let meta =
+            std::fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (100_000, 100_000),
+            "{}",
+            path.display()
+        );
+    }
+
+    // A second export into the same directory refuses to overwrite it.
+    let again = bundle.export(&[], &[]);
+    assert!(!again.status.success(), "{}", again.stdout);
+    assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+}
