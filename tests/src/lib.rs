@@ -398,6 +398,36 @@ pub fn run_env(
     }
 }
 
+/// `GET /` over HTTP/1.0 from `address` (HOST:PORT), retried for up to 10 s
+/// while the server comes up; the whole reply, headers included.
+pub fn get_page(address: &str) -> String {
+    use std::io::Write;
+    poll(
+        Duration::from_secs(10),
+        &format!("HTTP from {address}"),
+        || {
+            let target: SocketAddr = address.parse().map_err(|e| format!("{address}: {e}"))?;
+            let mut stream = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(2))
+                .map_err(|e| e.to_string())?;
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .map_err(|e| e.to_string())?;
+            stream
+                .write_all(b"GET / HTTP/1.0\r\nHost: box\r\n\r\n")
+                .map_err(|e| e.to_string())?;
+            let mut reply = String::new();
+            stream
+                .read_to_string(&mut reply)
+                .map_err(|e| e.to_string())?;
+            if reply.starts_with("HTTP/1") {
+                Ok(reply)
+            } else {
+                Err(format!("reply {reply:?}"))
+            }
+        },
+    )
+}
+
 /// Runs a command that must succeed; returns its standard output.
 pub fn run_ok(program: &str, args: &[&str]) -> String {
     let output = run(program, args, Duration::from_secs(20));

@@ -12,8 +12,6 @@
 use damda_e2e::*;
 use damda_protocol::{NetworkView, Snapshot};
 use serde_json::Value;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
@@ -48,34 +46,6 @@ fn serve_in_box(pid: u32, marker: &str) {
     let script = format!("mkdir -p /srv && echo {marker} > /srv/index.html && httpd -p 80 -h /srv");
     let out = sh_as_box_root(pid, &script);
     assert!(out.status.success(), "httpd in the box: {}", out.stderr);
-}
-
-/// GET / from `address`, retried while the server comes up.
-fn http_get(address: &str) -> String {
-    poll(
-        Duration::from_secs(10),
-        &format!("HTTP from {address}"),
-        || {
-            let mut stream =
-                TcpStream::connect_timeout(&address.parse().unwrap(), Duration::from_secs(2))
-                    .map_err(|e| e.to_string())?;
-            stream
-                .set_read_timeout(Some(Duration::from_secs(5)))
-                .unwrap();
-            stream
-                .write_all(b"GET / HTTP/1.0\r\nHost: box\r\n\r\n")
-                .map_err(|e| e.to_string())?;
-            let mut reply = String::new();
-            stream
-                .read_to_string(&mut reply)
-                .map_err(|e| e.to_string())?;
-            if reply.starts_with("HTTP/1") {
-                Ok(reply)
-            } else {
-                Err(format!("reply {reply:?}"))
-            }
-        },
-    )
 }
 
 /// The walk `walk_pid`'s lease and veth are gone (its veth name may already
@@ -209,9 +179,9 @@ fn the_bridge_network_is_what_ip_and_nft_show_and_carries_traffic() {
     );
     serve_in_box(pid, "hello-from-the-box");
     let before = std::fs::read_to_string(format!("/proc/{pid_text}/net/dev")).unwrap();
-    let via_proxy = http_get(&format!("127.0.0.1:{host_port}"));
+    let via_proxy = get_page(&format!("127.0.0.1:{host_port}"));
     assert!(via_proxy.contains("hello-from-the-box"), "{via_proxy}");
-    let via_dnat = http_get(&format!("{gateway}:{host_port}"));
+    let via_dnat = get_page(&format!("{gateway}:{host_port}"));
     assert!(via_dnat.contains("hello-from-the-box"), "{via_dnat}");
     let after = std::fs::read_to_string(format!("/proc/{pid_text}/net/dev")).unwrap();
     assert_ne!(before, after, "eth0's counters moved with the traffic");

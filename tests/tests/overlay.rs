@@ -8,8 +8,6 @@
 
 use damda_e2e::*;
 use damda_protocol::{ImageView, Snapshot, StepId};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -134,24 +132,7 @@ fn run_serves_the_images_page_through_the_forwarded_port() {
         .as_ref()
         .unwrap()
         .host_port;
-    let page = poll(Duration::from_secs(10), "the image's page", || {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        stream
-            .write_all(b"GET / HTTP/1.0\r\n\r\n")
-            .map_err(|e| e.to_string())?;
-        let mut reply = String::new();
-        stream
-            .read_to_string(&mut reply)
-            .map_err(|e| e.to_string())?;
-        if reply.starts_with("HTTP/1") {
-            Ok(reply)
-        } else {
-            Err(reply)
-        }
-    });
+    let page = get_page(&format!("127.0.0.1:{port}"));
     let served =
         std::fs::read_to_string(Path::new(&view.layers[2].dir).join("www/index.html")).unwrap();
     assert!(

@@ -183,6 +183,18 @@ async fn still_usable(ws: &mut Ws, box_pid: u32, seen: &mut Vec<u32>) -> u32 {
     host.pid
 }
 
+/// The snapshot at `step`, past the busy notice and the replayed steps'
+/// snapshots on the way.
+async fn snapshot_at(ws: &mut Ws, step: StepId) -> Snapshot {
+    loop {
+        match ws.recv().await {
+            ServerMessage::Snapshot(s) if s.step == step => return *s,
+            ServerMessage::Snapshot(_) | ServerMessage::Busy { .. } => continue,
+            other => panic!("expected the {step} snapshot, got {other:?}"),
+        }
+    }
+}
+
 /// The next message must be an error with `code`; returns its message.
 async fn refused(ws: &mut Ws, code: ErrorCode) -> (String, Option<StepId>) {
     match ws.expect_error(code).await {
@@ -700,13 +712,7 @@ async fn which_names_the_layer_and_changes_follow_the_box() {
     refused(&mut ws, ErrorCode::BadMessage).await;
 
     ws.send_json(goto("overlay")).await;
-    let overlay = loop {
-        match ws.recv().await {
-            ServerMessage::Snapshot(s) if s.step == StepId::Overlay => break *s,
-            ServerMessage::Snapshot(_) | ServerMessage::Busy { .. } => continue,
-            other => panic!("expected the overlay snapshot, got {other:?}"),
-        }
-    };
+    let overlay = snapshot_at(&mut ws, StepId::Overlay).await;
     let layers = &overlay.image.as_ref().expect("an image view").layers;
     let provider = |path: &str| {
         layers
@@ -782,13 +788,7 @@ async fn commit_makes_an_image_a_second_box_is_built_from() {
     refused(&mut ws, ErrorCode::NotYet).await;
 
     ws.send_json(goto("overlay")).await;
-    let overlay = loop {
-        match ws.recv().await {
-            ServerMessage::Snapshot(s) if s.step == StepId::Overlay => break *s,
-            ServerMessage::Snapshot(_) | ServerMessage::Busy { .. } => continue,
-            other => panic!("expected the overlay snapshot, got {other:?}"),
-        }
-    };
+    let overlay = snapshot_at(&mut ws, StepId::Overlay).await;
     let base = overlay.image.clone().expect("an image view");
     let change = sh_as_box_root(
         overlay.pid,
@@ -883,13 +883,7 @@ async fn import_reports_progress_and_the_image_is_used() {
     ws.expect_snapshot(StepId::Host).await;
     // A box of this server can now be built on it.
     ws.send_json(goto("overlay")).await;
-    let overlay = loop {
-        match ws.recv().await {
-            ServerMessage::Snapshot(s) if s.step == StepId::Overlay => break *s,
-            ServerMessage::Snapshot(_) | ServerMessage::Busy { .. } => continue,
-            other => panic!("expected the overlay snapshot, got {other:?}"),
-        }
-    };
+    let overlay = snapshot_at(&mut ws, StepId::Overlay).await;
     let view = overlay.image.as_ref().expect("an image view");
     assert!(
         view.layers.iter().all(|l| l.dir.starts_with(&data.text())),

@@ -11,8 +11,8 @@ use super::digest;
 use super::reference::Reference;
 use super::store::{ImageStore, StoreError};
 use oci_spec::image::{
-    Arch, ConfigBuilder, Descriptor, Digest, HistoryBuilder, ImageConfigurationBuilder,
-    ImageManifestBuilder, MediaType, Os, RootFsBuilder,
+    Arch, ConfigBuilder, Descriptor, Digest, HistoryBuilder, ImageConfiguration,
+    ImageConfigurationBuilder, ImageManifestBuilder, MediaType, Os, RootFsBuilder,
 };
 use std::fs;
 use std::io::{self, Write};
@@ -205,6 +205,34 @@ fn created(busybox: &Path) -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
+/// Stores `config` and a manifest naming it and `layers` (already stored);
+/// returns the manifest's digest. `source` is what the image was made from,
+/// for errors.
+pub(super) fn store_manifest(
+    store: &ImageStore,
+    config: &ImageConfiguration,
+    layers: Vec<Descriptor>,
+    source: &Path,
+) -> Result<Digest, BuildError> {
+    let config_bytes =
+        serde_json::to_vec(config).map_err(|e| io_err("encoding", source)(e.into()))?;
+    let (config_digest, config_size) = store.write_bytes(&config_bytes)?;
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(Descriptor::new(
+            MediaType::ImageConfig,
+            config_size,
+            config_digest,
+        ))
+        .layers(layers)
+        .build()
+        .map_err(spec("manifest"))?;
+    let manifest_bytes =
+        serde_json::to_vec(&manifest).map_err(|e| io_err("encoding", source)(e.into()))?;
+    Ok(store.write_bytes(&manifest_bytes)?.0)
+}
+
 /// What `build_default` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Built {
@@ -279,23 +307,7 @@ pub fn build_default(store: &ImageStore, rootfs: &Path) -> Result<Built, BuildEr
         .history(history)
         .build()
         .map_err(spec("config"))?;
-    let config_bytes =
-        serde_json::to_vec(&config).map_err(|e| io_err("encoding", rootfs)(e.into()))?;
-    let (config_digest, config_size) = store.write_bytes(&config_bytes)?;
-    let manifest = ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageManifest)
-        .config(Descriptor::new(
-            MediaType::ImageConfig,
-            config_size,
-            config_digest,
-        ))
-        .layers(layers)
-        .build()
-        .map_err(spec("manifest"))?;
-    let manifest_bytes =
-        serde_json::to_vec(&manifest).map_err(|e| io_err("encoding", rootfs)(e.into()))?;
-    let (manifest_digest, _) = store.write_bytes(&manifest_bytes)?;
+    let manifest_digest = store_manifest(store, &config, layers, rootfs)?;
     let changed = store.resolve(&reference)? != Some(manifest_digest.clone());
     if changed {
         store.tag(&reference, &manifest_digest)?;

@@ -5,14 +5,14 @@
 //! directory gets a `.wh..wh..opq` entry. The new image's other layers are
 //! the base image's, by digest: shared, not copied.
 
-use super::build::{gzip, io_err, layer_tar, spec, BuildError, Item};
+use super::build::{gzip, io_err, layer_tar, spec, store_manifest, BuildError, Item};
 use super::digest;
 use super::reference::Reference;
 use super::store::{Image, ImageStore};
 use super::unpack::{
     OVERLAY_OPAQUE_USER_XATTR, OVERLAY_OPAQUE_XATTR, WHITEOUT_OPAQUE, WHITEOUT_PREFIX,
 };
-use oci_spec::image::{Descriptor, HistoryBuilder, ImageManifestBuilder, MediaType};
+use oci_spec::image::{Descriptor, HistoryBuilder, MediaType};
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -133,29 +133,13 @@ pub fn commit(
     );
     config.set_history(Some(history));
     config.set_created(Some(now));
-    let config_bytes =
-        serde_json::to_vec(&config).map_err(|e| io_err("encoding", upper)(e.into()))?;
-    let (config_digest, config_size) = store.write_bytes(&config_bytes)?;
     let mut layers = image.manifest.layers().clone();
     layers.push(Descriptor::new(
         MediaType::ImageLayerGzip,
         size,
         layer_digest,
     ));
-    let manifest = ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageManifest)
-        .config(Descriptor::new(
-            MediaType::ImageConfig,
-            config_size,
-            config_digest,
-        ))
-        .layers(layers)
-        .build()
-        .map_err(spec("manifest"))?;
-    let manifest_bytes =
-        serde_json::to_vec(&manifest).map_err(|e| io_err("encoding", upper)(e.into()))?;
-    let (manifest_digest, _) = store.write_bytes(&manifest_bytes)?;
+    let manifest_digest = store_manifest(store, &config, layers, upper)?;
     store.tag(name, &manifest_digest)?;
     store.unpacked_layers(name)?;
     Ok(store.image(name)?)
