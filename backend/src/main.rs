@@ -35,13 +35,7 @@ enum Commands {
         #[arg(long)]
         rootfs: Option<std::path::PathBuf>,
         #[command(flatten)]
-        limits: LimitArgs,
-        #[command(flatten)]
-        network: NetworkArgs,
-        /// A host directory bound into the box at the overlay step, as
-        /// `docker run -v HOST:BOX`; its data outlives the box. Repeatable.
-        #[arg(long = "volume", short = 'v', value_name = "HOST:BOX")]
-        volumes: Vec<damda::steps::Volume>,
+        boxes: BoxArgs,
     },
     /// Serve the page and the websocket.
     Serve {
@@ -62,13 +56,7 @@ enum Commands {
         #[arg(long, default_value_t = 20)]
         grace: u64,
         #[command(flatten)]
-        limits: LimitArgs,
-        #[command(flatten)]
-        network: NetworkArgs,
-        /// A host directory bound into the box at the overlay step, as
-        /// `docker run -v HOST:BOX`; its data outlives the box. Repeatable.
-        #[arg(long = "volume", short = 'v', value_name = "HOST:BOX")]
-        volumes: Vec<damda::steps::Volume>,
+        boxes: BoxArgs,
     },
     /// Check what damda needs on this host.
     Doctor,
@@ -105,6 +93,19 @@ enum Commands {
         #[arg(last = true)]
         args: Vec<String>,
     },
+}
+
+/// What every box of a walk or a server is built with.
+#[derive(clap::Args)]
+struct BoxArgs {
+    #[command(flatten)]
+    limits: LimitArgs,
+    #[command(flatten)]
+    network: NetworkArgs,
+    /// A host directory bound into the box at the overlay step, as
+    /// `docker run -v HOST:BOX`; its data outlives the box. Repeatable.
+    #[arg(long = "volume", short = 'v', value_name = "HOST:BOX")]
+    volumes: Vec<damda::steps::Volume>,
 }
 
 /// The `network` step's bridge network.
@@ -177,18 +178,16 @@ fn sweep_at_start(paths: &Paths, network: &damda::network::NetworkConfig) {
 fn engine(
     paths: &Paths,
     rootfs: Option<std::path::PathBuf>,
-    limits: &LimitArgs,
-    network: &NetworkArgs,
-    volumes: Vec<damda::steps::Volume>,
+    boxes: BoxArgs,
 ) -> anyhow::Result<(Arc<Engine>, Arc<Ledger>)> {
-    let limits = limits.limits()?;
-    let network = network.config()?;
+    let limits = boxes.limits.limits()?;
+    let network = boxes.network.config()?;
     sweep_at_start(paths, &network);
     let ledger = Arc::new(Ledger::create(&paths.ledger())?);
     let mut config = EngineConfig::defaults(paths);
     config.limits = limits;
     config.network = network;
-    config.volumes = volumes;
+    config.volumes = boxes.volumes;
     if let Some(rootfs) = rootfs {
         config.rootfs = rootfs;
     }
@@ -242,12 +241,10 @@ fn main() -> anyhow::Result<()> {
             to,
             hold,
             rootfs,
-            limits,
-            network,
-            volumes,
+            boxes,
         } => {
             require_root("damda walk")?;
-            let (engine, ledger) = engine(&paths, rootfs, &limits, &network, volumes)?;
+            let (engine, ledger) = engine(&paths, rootfs, boxes)?;
             let outcome = damda::cli::walk::walk(engine.clone(), to, hold);
             close(&ledger, &engine);
             match outcome {
@@ -262,9 +259,7 @@ fn main() -> anyhow::Result<()> {
             allow_hosts,
             max_boxes,
             grace,
-            limits,
-            network,
-            volumes,
+            boxes,
         } => {
             require_root("damda serve")?;
             if !listen.ip().is_loopback() && token.is_none() {
@@ -276,7 +271,7 @@ fn main() -> anyhow::Result<()> {
             if max_boxes == 0 {
                 bail!("--max-boxes must be at least 1");
             }
-            let (engine, ledger) = engine(&paths, None, &limits, &network, volumes)?;
+            let (engine, ledger) = engine(&paths, None, boxes)?;
             let options = damda::server::ServeOptions {
                 listen,
                 web_dir: paths.web.clone(),
