@@ -8,8 +8,10 @@
 //! diff ids, and with them the config digest, are the same on every run.
 
 use super::digest;
+use super::provenance::{is_opaque, is_whiteout};
 use super::reference::Reference;
 use super::store::{ImageStore, StoreError};
+use super::unpack::{WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
 use oci_spec::image::{
     Arch, ConfigBuilder, Descriptor, Digest, HistoryBuilder, ImageConfiguration,
     ImageConfigurationBuilder, ImageManifestBuilder, MediaType, Os, RootFsBuilder,
@@ -79,8 +81,17 @@ pub(super) enum Item {
     Symlink { target: PathBuf },
 }
 
-/// Every entry under `dir` (relative to `base`), sorted by path.
-fn collect(base: &Path, dir: &Path, out: &mut Vec<(String, Item)>) -> Result<(), BuildError> {
+/// Every entry under `dir` (relative to `base`), sorted by path, without
+/// `skip` (damda's own mount points in a box's upper directory). Overlay's
+/// marks become what a layer tarball carries: a 0:0 character-device
+/// whiteout an empty `.wh.NAME` file, an opaque directory a `.wh..wh..opq`
+/// entry (a prepared rootfs has neither).
+pub(super) fn collect(
+    base: &Path,
+    dir: &Path,
+    skip: &[&str],
+    out: &mut Vec<(String, Item)>,
+) -> Result<(), BuildError> {
     let mut names: Vec<_> = fs::read_dir(dir)
         .map_err(io_err("listing", dir))?
         .map(|e| e.map(|e| e.file_name()))
@@ -94,15 +105,46 @@ fn collect(base: &Path, dir: &Path, out: &mut Vec<(String, Item)>) -> Result<(),
             .unwrap_or(&path)
             .to_string_lossy()
             .into_owned();
+        if skip.iter().any(|s| s.trim_start_matches('/') == rel) {
+            continue;
+        }
         let meta = fs::symlink_metadata(&path).map_err(io_err("reading", &path))?;
         let mode = meta.permissions().mode() & 0o7777;
-        if meta.file_type().is_symlink() {
+        let kind = meta.file_type();
+        if is_whiteout(&meta) {
+            let parent = Path::new(&rel)
+                .parent()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let hidden = format!("{WHITEOUT_PREFIX}{}", name.to_string_lossy());
+            let entry = if parent.is_empty() {
+                hidden
+            } else {
+                format!("{parent}/{hidden}")
+            };
+            out.push((
+                entry,
+                Item::File {
+                    mode: 0o644,
+                    data: Vec::new(),
+                },
+            ));
+        } else if kind.is_symlink() {
             let target = fs::read_link(&path).map_err(io_err("reading", &path))?;
             out.push((rel, Item::Symlink { target }));
-        } else if meta.is_dir() {
-            out.push((rel, Item::Dir { mode }));
-            collect(base, &path, out)?;
-        } else if meta.is_file() {
+        } else if kind.is_dir() {
+            out.push((rel.clone(), Item::Dir { mode }));
+            if is_opaque(&path) {
+                out.push((
+                    format!("{rel}/{WHITEOUT_OPAQUE}"),
+                    Item::File {
+                        mode: 0o644,
+                        data: Vec::new(),
+                    },
+                ));
+            }
+            collect(base, &path, skip, out)?;
+        } else if kind.is_file() {
             let data = fs::read(&path).map_err(io_err("reading", &path))?;
             out.push((rel, Item::File { mode, data }));
         } else {
@@ -161,7 +203,7 @@ pub(super) fn gzip(tar: &[u8]) -> io::Result<Vec<u8>> {
 /// The three layers' entries, split from the prepared rootfs.
 fn split_rootfs(rootfs: &Path) -> Result<[Vec<(String, Item)>; 3], BuildError> {
     let mut all = Vec::new();
-    collect(rootfs, rootfs, &mut all)?;
+    collect(rootfs, rootfs, &[], &mut all)?;
     let (mut etc, mut userland): (Vec<_>, Vec<_>) = all
         .into_iter()
         .partition(|(path, _)| path == "etc" || path.starts_with("etc/"));

@@ -25,13 +25,14 @@ enum Lookup {
     Absent,
 }
 
-fn is_whiteout(meta: &std::fs::Metadata) -> bool {
+/// A 0:0 character device: overlay's whiteout.
+pub(super) fn is_whiteout(meta: &std::fs::Metadata) -> bool {
     meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
 /// Opaque as an unpacked layer marks it (trusted.*), or as overlay marks it
 /// in an upper directory it mounted with `userxattr` (user.*).
-fn is_opaque(dir: &Path) -> bool {
+pub(super) fn is_opaque(dir: &Path) -> bool {
     [OVERLAY_OPAQUE_XATTR, OVERLAY_OPAQUE_USER_XATTR]
         .iter()
         .any(|name| matches!(xattr::get(dir, name), Ok(Some(v)) if v == b"y"))

@@ -2,10 +2,8 @@
 //! directory, read from the host (copy-ups, new files, whiteouts, opaque
 //! directories), and which layer any path of its root comes from.
 
-use super::provenance::{provider, Provenance};
-use super::unpack::{OVERLAY_OPAQUE_USER_XATTR, OVERLAY_OPAQUE_XATTR};
+use super::provenance::{is_opaque, is_whiteout, provider, Provenance};
 use damda_protocol::{UpperEntry, UpperKind};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 /// At most this many entries are listed.
@@ -13,19 +11,14 @@ pub const MAX_ENTRIES: usize = 500;
 
 fn kind(path: &Path, meta: &std::fs::Metadata) -> UpperKind {
     let kind = meta.file_type();
-    if kind.is_char_device() && meta.rdev() == 0 {
+    if is_whiteout(meta) {
         UpperKind::Whiteout
     } else if kind.is_symlink() {
         UpperKind::Symlink
+    } else if kind.is_dir() && is_opaque(path) {
+        UpperKind::OpaqueDir
     } else if kind.is_dir() {
-        let opaque = [OVERLAY_OPAQUE_XATTR, OVERLAY_OPAQUE_USER_XATTR]
-            .iter()
-            .any(|name| matches!(xattr::get(path, name), Ok(Some(v)) if v == b"y"));
-        if opaque {
-            UpperKind::OpaqueDir
-        } else {
-            UpperKind::Dir
-        }
+        UpperKind::Dir
     } else {
         UpperKind::File
     }
