@@ -488,6 +488,15 @@ pub fn own_ns() -> [u64; 8] {
 }
 
 /// The box side of a snapshot's namespaces, in [`NsKind::ALL`] order.
+/// The page's side-by-side view of the /proc file `path`.
+pub fn proc_file<'a>(snapshot: &'a Snapshot, path: &str) -> &'a damda_protocol::ProcFile {
+    snapshot
+        .proc_files
+        .iter()
+        .find(|f| f.path == path)
+        .unwrap_or_else(|| panic!("{path} is not among the compared files"))
+}
+
 pub fn snapshot_box_ns(snapshot: &Snapshot) -> [u64; 8] {
     NsKind::ALL.map(|kind| snapshot.namespaces.get(kind).boxed)
 }

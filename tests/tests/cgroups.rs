@@ -738,11 +738,7 @@ fn walk_limits_are_in_cgroupfs_where_the_kernel_puts_the_box() {
     let inside_lines = parse_cgroup_lines(&inside);
     assert_eq!(inside_lines.len(), host_lines.len(), "{inside}");
     assert!(inside_lines.iter().all(|l| l.path == "/"), "{inside}");
-    let file = snapshot
-        .proc_files
-        .iter()
-        .find(|f| f.path == "/proc/self/cgroup")
-        .expect("the cgroup file is compared");
+    let file = proc_file(&snapshot, "/proc/self/cgroup");
     assert!(
         cgroup_paths(&file.boxed).iter().all(|p| p == "/"),
         "{file:?}"

@@ -513,11 +513,7 @@ fn cgroupns_step_shows_the_cgroup_root_inside() {
         "snapshot vs /proc/{pid}/cgroup"
     );
     // The page's side-by-side file: the box's side reads / throughout.
-    let file = snapshot
-        .proc_files
-        .iter()
-        .find(|f| f.path == "/proc/self/cgroup")
-        .expect("the cgroup file is compared");
+    let file = proc_file(&snapshot, "/proc/self/cgroup");
     assert!(
         cgroup_paths(&file.boxed).iter().all(|p| p == "/"),
         "{file:?}"

@@ -86,17 +86,8 @@ fn held_uts_box_agrees_with_readlink_lsns_and_nsenter() {
     // The helper runs from the sealed memfd, never the host binary.
     assert_eq!(exe_of(pid).as_deref(), Some(HELPER_EXE));
 
-    let end = walk.finish();
-    assert!(
-        end.status.success(),
-        "walk exit {}: {}",
-        end.status,
-        end.stderr
-    );
-    assert!(end.extra_lines.is_empty(), "{:?}", end.extra_lines);
-    assert_all_gone(&[pid]);
-    assert_roots_removed(&[root]);
-    assert_no_orphaned_helpers();
+    // Exits cleanly, its box's process and root gone, no helper orphaned.
+    walk.end_cleanly();
 }
 
 #[test]
@@ -244,11 +235,8 @@ fn chroot_separates_no_namespace_only_the_root() {
     // Still the host's hostname: no UTS namespace yet.
     assert_eq!(hostname_in(pid), own_hostname());
     assert_eq!(snapshot.box_process.hostname, own_hostname());
-    let end = walk.finish();
-    assert!(end.status.success(), "{}: {}", end.status, end.stderr);
-    assert_all_gone(&[pid]);
-    assert_roots_removed(&[root]);
-    assert_eq!(helpers_of(std::process::id()), Vec::<u32>::new());
+    // Exits cleanly, its box's process and root gone, no helper orphaned.
+    walk.end_cleanly();
 }
 
 #[test]
@@ -424,8 +412,6 @@ fn sweep_check_lists_a_live_box() {
             check.stdout
         );
     }
-    let end = walk.finish();
-    assert!(end.status.success(), "{}: {}", end.status, end.stderr);
-    assert_all_gone(&[pid]);
-    assert_roots_removed(&[root]);
+    // Exits cleanly, its box's process and root gone, no helper orphaned.
+    walk.end_cleanly();
 }

@@ -144,12 +144,8 @@ async fn a_full_session_goes_forward_back_and_around() {
 
     // goto host: backward, so a replay on a new box.
     ws.send_json(goto("host")).await;
-    let home = match ws.recv().await {
-        // A replay may be announced like back and reset announce theirs.
-        ServerMessage::Busy { .. } => ws.expect_snapshot(StepId::Host).await,
-        ServerMessage::Snapshot(snapshot) => *snapshot,
-        other => panic!("expected a snapshot at host, got {other:?}"),
-    };
+    // A replay may be announced like back and reset announce theirs.
+    let home = snapshot_at(&mut ws, StepId::Host).await;
     assert_eq!(home.step, StepId::Host);
     seen.push(home.pid);
     assert!(home.rebuilt);
@@ -307,11 +303,8 @@ async fn every_bad_input_gets_its_code_and_the_connection_stays() {
     let same = ws.expect_snapshot(last).await;
     assert_eq!((same.pid, same.rebuilt), (at_last.pid, false));
     ws.send_json(goto("host")).await;
-    let home = match ws.recv().await {
-        ServerMessage::Busy { .. } => ws.expect_snapshot(StepId::Host).await,
-        ServerMessage::Snapshot(snapshot) => *snapshot,
-        other => panic!("expected a snapshot at host, got {other:?}"),
-    };
+    // A replay may be announced like back and reset announce theirs.
+    let home = snapshot_at(&mut ws, StepId::Host).await;
     assert_eq!(home.step, StepId::Host);
     seen.push(home.pid);
     // However many boxes the way there took, one is left.
