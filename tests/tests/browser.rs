@@ -10,20 +10,19 @@
 //! Yew renders asynchronously: every check first waits, with a deadline, for
 //! the element or attribute it is about; nothing sleeps and hopes.
 
-use damda_e2e::{collect, damda_bin, workspace_root};
+use damda_e2e::{collect, workspace_root, Server};
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 type R<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -89,82 +88,6 @@ fn wait_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
             return None;
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// `damda serve --listen 127.0.0.1:0`; SIGTERM when stopped or dropped.
-struct Server {
-    child: Child,
-    url: String,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Server {
-    fn start() -> Self {
-        let mut child = Command::new(damda_bin())
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting damda serve");
-        let stderr = collect(child.stderr.take().expect("piped"));
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(first)) = lines.next() {
-                let _ = tx.send(first);
-            }
-            // Keep reading so the server never blocks on a full pipe.
-            for _ in lines {}
-        });
-        let url = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => line.trim().to_owned(),
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "damda serve printed no URL ({e}); stderr: {}",
-                    stderr.lock().unwrap_or_else(|e| e.into_inner())
-                );
-            }
-        };
-        let mut server = Server { child, url, stderr };
-        if !(server.url.starts_with("http://127.0.0.1:") && server.url.ends_with('/')) {
-            let url = server.url.clone();
-            server.stop();
-            panic!("damda serve's first line is not http://127.0.0.1:N/: {url:?}");
-        }
-        server
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// SIGTERM, then the exit status (SIGKILL if it hangs).
-    fn stop(&mut self) -> Option<ExitStatus> {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            return Some(status);
-        }
-        let pid = Pid::from_raw(self.child.id() as i32);
-        let _ = signal::kill(pid, Signal::SIGTERM);
-        let status = wait_exit(&mut self.child, Duration::from_secs(15));
-        if status.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        status
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -308,7 +231,7 @@ struct Page {
 
 impl Page {
     async fn open() -> Self {
-        let server = Server::start();
+        let server = Server::start(&[]);
         let mut driver = Driver::start();
         let client = match driver.connect().await {
             Ok(client) => client,
@@ -334,12 +257,12 @@ impl Page {
 
     /// Closes the session, ends chromedriver and Chromium, stops the server.
     /// Returns the server's exit status and its stderr.
-    async fn close(mut self) -> (Option<ExitStatus>, String) {
+    async fn close(mut self) -> (ExitStatus, String) {
         if let Some(client) = self.client.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), client.close()).await;
         }
-        let status = self.server.stop();
         let stderr = self.server.stderr();
+        let status = self.server.stop();
         // Dropping `self` ends the driver's group (and re-checks the server).
         (status, stderr)
     }
@@ -456,6 +379,35 @@ impl Page {
         Ok(())
     }
 
+    /// Runs `command` in the page's terminal and waits for it to end with
+    /// `expected` in its output; returns the terminal's text.
+    async fn run_in_terminal(&self, command: &str, expected: &str) -> R<String> {
+        self.wait_js(
+            "#term-input enabled",
+            STEP_WAIT,
+            "const i = document.querySelector('#term-input'); return !!i && !i.disabled;",
+        )
+        .await?;
+        let input = self.c().find(Locator::Css("#term-input")).await?;
+        input.send_keys(command).await?;
+        input.send_keys(&Key::Enter.to_string()).await?;
+        let script = format!(
+            "const t = document.querySelector('#terminal'); \
+             const o = t && t.querySelector('.term-out'); \
+             return o && t.dataset.running === 'false' && o.querySelector('.term-exit') \
+               && o.textContent.includes({}) ? o.textContent : null;",
+            json!(expected)
+        );
+        let out = self
+            .wait_js(
+                &format!("{command}: its output and its end"),
+                STEP_WAIT,
+                &script,
+            )
+            .await?;
+        Ok(out.as_str().unwrap_or_default().to_owned())
+    }
+
     /// Clicks a stepper button, once the page lets it be clicked.
     async fn goto_step(&self, step: &str) -> R<()> {
         let selector = format!("button[data-step=\"{step}\"]");
@@ -528,7 +480,7 @@ where
         panic!("{name}: {failure}\n--- damda serve stderr ---\n{stderr}");
     }
     assert!(
-        status.is_some_and(|s| s.success()),
+        status.success(),
         "damda serve did not exit cleanly on SIGTERM ({status:?}); stderr:\n{stderr}"
     );
 }
@@ -839,27 +791,7 @@ async fn terminal_runs_a_command_in_the_box() {
         page.goto_step("mnt").await?;
         page.wait_step("mnt", REPLAY_WAIT).await?;
 
-        page.wait_js(
-            "#term-input enabled",
-            STEP_WAIT,
-            "const i = document.querySelector('#term-input'); return !!i && !i.disabled;",
-        )
-        .await?;
-        let input = page.c().find(Locator::Css("#term-input")).await?;
-        input.send_keys("hostname; ps").await?;
-        input.send_keys(&Key::Enter.to_string()).await?;
-
-        let out = page
-            .wait_js(
-                "the command's output and its end",
-                STEP_WAIT,
-                "const t = document.querySelector('#terminal'); \
-                 const o = t && t.querySelector('.term-out'); \
-                 return o && t.dataset.running === 'false' && o.querySelector('.term-exit') \
-                   && o.textContent.includes('damda-box') ? o.textContent : null;",
-            )
-            .await?;
-        let out = out.as_str().unwrap_or_default().to_owned();
+        let out = page.run_in_terminal("hostname; ps", BOX_HOSTNAME).await?;
         println!("terminal:\n{out}");
         ensure!(out.contains("hostname; ps"), "the command is not echoed: {out:?}");
         let stdout = page
@@ -920,26 +852,9 @@ async fn network_step_draws_the_bridge_and_the_box_pings_its_gateway() {
 
             // The page's terminal runs without capabilities: ping works
             // because the step opened ping_group_range as Docker does.
-            page.wait_js(
-                "#term-input enabled",
-                STEP_WAIT,
-                "const i = document.querySelector('#term-input'); return !!i && !i.disabled;",
-            )
-            .await?;
-            let input = page.c().find(Locator::Css("#term-input")).await?;
-            input.send_keys("ping -c 1 -W 3 10.221.0.1").await?;
-            input.send_keys(&Key::Enter.to_string()).await?;
             let out = page
-                .wait_js(
-                    "ping's output and its end",
-                    STEP_WAIT,
-                    "const t = document.querySelector('#terminal'); \
-                     const o = t && t.querySelector('.term-out'); \
-                     return o && t.dataset.running === 'false' && o.querySelector('.term-exit') \
-                       && o.textContent.includes('packets transmitted') ? o.textContent : null;",
-                )
+                .run_in_terminal("ping -c 1 -W 3 10.221.0.1", "packets transmitted")
                 .await?;
-            let out = out.as_str().unwrap_or_default();
             ensure!(
                 out.contains("1 packets received"),
                 "ping from the page: {out}"
