@@ -1344,6 +1344,24 @@ pub fn nsenter(pid: u32, args: &[&str]) -> Output {
     run("nsenter", &full, Duration::from_secs(20))
 }
 
+/// `uid gid` of /bin/busybox as the box's root sees it (in all its
+/// namespaces and its root).
+pub fn busybox_owner_in_box(pid: u32) -> String {
+    nsenter_ok(
+        pid,
+        &[
+            "-a",
+            "-r",
+            "-w",
+            "/bin/busybox",
+            "stat",
+            "-c",
+            "%u %g",
+            "/bin/busybox",
+        ],
+    )
+}
+
 /// [`nsenter`] that must succeed; returns its standard output.
 pub fn nsenter_ok(pid: u32, args: &[&str]) -> String {
     let output = nsenter(pid, args);

@@ -403,19 +403,7 @@ fn user_step_maps_root_to_an_unprivileged_uid_and_is_rebuilt_user_first() {
         );
         assert_eq!(owner.trim(), "100000 100000", "/{path} from the host");
     }
-    let inside = nsenter_ok(
-        pid,
-        &[
-            "-a",
-            "-r",
-            "-w",
-            "/bin/busybox",
-            "stat",
-            "-c",
-            "%u %g",
-            "/bin/busybox",
-        ],
-    );
+    let inside = busybox_owner_in_box(pid);
     assert_eq!(inside.trim(), "0 0", "/bin/busybox from inside");
 
     // Full capabilities, counted in the box's user namespace only.
