@@ -927,38 +927,34 @@ impl BoxSession {
         path.retain(|s| *s != step);
         let kept = path.clone();
         path.push(step);
-        if step == StepId::Overlay && self.pivot_note.is_none() {
-            // A chrooted box cannot name the host's layers, and pivot_root
-            // refuses a root that came from chroot: rebuilt without chroot.
-            self.pivot_note = Some(RebuildNote {
+        // Which kind of rebuild the kernel's refusal calls for, if any: the
+        // box without chroot (a chrooted box cannot name the host's layers,
+        // and pivot_root refuses a root that came from chroot), or the user
+        // namespace first.
+        let note: Option<fn(&mut Self) -> &mut Option<RebuildNote>> = if step == StepId::Overlay
+            && self.pivot_note.is_none()
+        {
+            Some(|session| &mut session.pivot_note)
+        } else if !self.user_first() && steps::kernel_order(&path) != steps::lesson_order(&path) {
+            Some(|session| &mut session.rebuild)
+        } else {
+            None
+        };
+        if let Some(note) = note {
+            *note(self) = Some(RebuildNote {
                 step,
                 refused: refused.1.clone(),
                 order: order_of(&steps::kernel_order(&path)),
             });
-            match self.rebuild_at(&path) {
-                Err(EngineError::StepFailed { step, error }) => {
-                    self.pivot_note = None;
-                    self.rebuild_at(&kept)?;
-                    return Err(EngineError::StepFailed { step, error });
-                }
-                other => return other,
-            }
-        }
-        if !self.user_first() && steps::kernel_order(&path) != steps::lesson_order(&path) {
-            self.rebuild = Some(RebuildNote {
-                step,
-                refused: refused.1.clone(),
-                order: order_of(&steps::kernel_order(&path)),
-            });
-            match self.rebuild_at(&path) {
+            return match self.rebuild_at(&path) {
                 Err(EngineError::StepFailed { step, error }) => {
                     // The kernel's order failed too: back to where we were.
-                    self.rebuild = None;
+                    *note(self) = None;
                     self.rebuild_at(&kept)?;
-                    return Err(EngineError::StepFailed { step, error });
+                    Err(EngineError::StepFailed { step, error })
                 }
-                other => return other,
-            }
+                other => other,
+            };
         }
         self.rebuild_at(&kept)?;
         Err(EngineError::StepFailed {
