@@ -701,6 +701,121 @@ pub struct StepInfo {
     pub available: bool,
 }
 
+/// The most runs one comparison makes (each boots a VM: seconds apiece
+/// under software emulation).
+pub const MAX_COMPARE_RUNS: u32 = 5;
+
+/// How qemu ran the comparison's VM.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+pub enum Accelerator {
+    /// Hardware virtualization: the guest's code runs on the CPU.
+    Kvm,
+    /// Software emulation: qemu translates every guest instruction, so the
+    /// VM's CPU figures measure the emulator, not virtualization.
+    Tcg,
+}
+
+/// Where a comparison is.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+pub enum CompareStage {
+    /// Building the VM's initramfs from the image.
+    Preparing,
+    /// The short boot that decides between KVM and TCG.
+    KvmTrial,
+    /// Run `run` of the container side.
+    Container,
+    /// Run `run` of the VM side.
+    Vm,
+}
+
+/// What a figure measures; the page and the CLI name it.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+pub enum FigureId {
+    /// From launch to the workload's first line of output.
+    FirstOutput,
+    /// From launch to the workload's exit.
+    Exit,
+    /// The VM's qemu RSS vs the box's cgroup memory usage, with the
+    /// server idle after the workload.
+    Memory,
+    /// Kernel + initramfs vs the image's layers.
+    Disk,
+    /// Hashing data: CPU-bound.
+    Cpu,
+    /// Creating and removing small files: syscall-heavy.
+    Files,
+    /// Starting short processes: fork, exec, exit, wait.
+    Forks,
+    /// One HTTP request through a forwarded host port to a small server.
+    Request,
+    /// From asking it to stop to the VM or box being gone.
+    Teardown,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+pub enum FigureUnit {
+    Milliseconds,
+    Bytes,
+}
+
+/// One figure's samples over the runs.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug, Default)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub samples: Vec<f64>,
+}
+
+/// A named part of a figure (the disk's files).
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct FigurePart {
+    pub name: String,
+    pub bytes: u64,
+}
+
+/// One measured figure on both sides.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+pub struct Figure {
+    pub id: FigureId,
+    pub unit: FigureUnit,
+    pub container: Spread,
+    pub vm: Spread,
+    /// True where the VM's figure depends on the accelerator (times of
+    /// guest code): under TCG it measures the emulator.
+    pub emulated: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub container_parts: Vec<FigurePart>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vm_parts: Vec<FigurePart>,
+}
+
+/// A VM-vs-container comparison, as `damda compare --json` prints it.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+pub struct Comparison {
+    pub accelerator: Accelerator,
+    /// What the KVM trial boot showed (why TCG ran, when it did).
+    pub kvm_trial: String,
+    pub runs: u32,
+    pub host_kernel: String,
+    pub guest_kernel: String,
+    pub vm_memory_mib: u32,
+    pub vm_cpus: u32,
+    /// The box's CPU limit, in CPUs.
+    pub container_cpus: f64,
+    pub image: String,
+    /// The workload both ran, as a shell script.
+    pub workload: String,
+    /// How to do each side by hand.
+    pub vm_command: String,
+    pub container_command: String,
+    pub figures: Vec<Figure>,
+}
+
 /// A lesson rendered to HTML, as `GET /api/lessons/{lang}/{id}` returns it.
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
 pub struct Lesson {
@@ -750,6 +865,10 @@ pub enum ClientMessage {
     /// `docker save` tarball or an OCI layout), as `damda import PATH`.
     /// Loopback pages only.
     Import { path: String },
+    /// Runs the same workload in a fresh box and in a VM on this host,
+    /// `runs` times (1..=MAX_COMPARE_RUNS), and reports both. One
+    /// comparison at a time per server.
+    Compare { runs: u32 },
 }
 
 /// Which output stream a chunk came from.
@@ -794,6 +913,10 @@ pub enum ErrorCode {
     BadLimits,
     /// The demonstration needs a step the box has not reached.
     NotYet,
+    /// A comparison is already running on this server.
+    CompareRunning,
+    /// The comparison could not finish (the VM did not boot, …).
+    CompareFailed,
 }
 
 /// From the server to the page.
@@ -836,6 +959,14 @@ pub enum ServerMessage {
         done: u64,
         total: u64,
     },
+    /// How far a `compare` is: at `stage` of run `run` of `runs`.
+    Comparing {
+        stage: CompareStage,
+        run: u32,
+        runs: u32,
+    },
+    /// The finished comparison.
+    Compared(Box<Comparison>),
     /// `import` stored these images.
     Imported {
         names: Vec<String>,
