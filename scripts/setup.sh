@@ -31,14 +31,19 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # --- VM kernel (cgroup v2 tests, VM comparison) -------------------------------
-# The cgroup v2 tests boot Debian's kernel under qemu with cgroup_no_v1=all.
+# The cgroup v2 tests and `damda compare` boot Debian's kernel under qemu.
 # The kernel is taken from Debian's package without installing it (the host's
 # boot hooks must not run): apt-get download the real package that
-# linux-image-amd64 depends on, then unpack only its boot/ directory (the
-# modules, ~450 MB, are not needed: everything the test uses is built in).
+# linux-image-amd64 depends on, then unpack only its boot/ directory and the
+# few modules the comparison's network needs (virtio-net and what it
+# depends on; all ~450 MB of modules are not needed). `damda compare` reads
+# each module's own `depends=` to load them in order.
 # qemu-system-x86, cpio and gzip come from the package list above.
 vm_dir="$root_dir/data/vm"
-if ! ls "$vm_dir"/boot/vmlinuz-* >/dev/null 2>&1; then
+vm_modules=(kernel/drivers/virtio kernel/drivers/net/virtio_net.ko
+  kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko)
+if ! ls "$vm_dir"/boot/vmlinuz-* >/dev/null 2>&1 \
+  || ! ls "$vm_dir"/lib/modules/*/kernel/drivers/net/virtio_net.ko >/dev/null 2>&1; then
   kernel_pkg=$(apt-cache depends linux-image-amd64 2>/dev/null \
     | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
   if [ -z "$kernel_pkg" ]; then
@@ -50,7 +55,10 @@ if ! ls "$vm_dir"/boot/vmlinuz-* >/dev/null 2>&1; then
   # As root, apt would warn that its sandbox user cannot write here.
   sandbox=(); if [ "$(id -u)" -eq 0 ]; then sandbox=(-o APT::Sandbox::User=root); fi
   (cd "$vm_dir/download" && apt-get download -qq "${sandbox[@]}" "$kernel_pkg")
-  dpkg-deb --fsys-tarfile "$vm_dir"/download/"$kernel_pkg"_*.deb | tar -x -C "$vm_dir" ./boot
+  kernel_release=${kernel_pkg#linux-image-}
+  wanted=(./boot)
+  for module in "${vm_modules[@]}"; do wanted+=("./lib/modules/$kernel_release/$module"); done
+  dpkg-deb --fsys-tarfile "$vm_dir"/download/"$kernel_pkg"_*.deb | tar -x -C "$vm_dir" "${wanted[@]}"
   rm -rf "$vm_dir/download"
 fi
 vmlinuz=$(ls "$vm_dir"/boot/vmlinuz-* | sort -V | tail -n 1)

@@ -94,6 +94,9 @@ pub struct EngineConfig {
     pub image: Reference,
     /// Host directories bound into every box at the `overlay` step.
     pub volumes: Vec<Volume>,
+    /// The VM kernel and modules set-up unpacked (data/vm), for the
+    /// VM-vs-container comparison.
+    pub vm: PathBuf,
 }
 
 impl EngineConfig {
@@ -117,6 +120,7 @@ impl EngineConfig {
                 .parse()
                 .expect("the default image's name is valid"),
             volumes: Vec::new(),
+            vm: paths.data.join("vm"),
         }
     }
 }
@@ -137,6 +141,10 @@ impl Engine {
             config,
             layout: Layout::detect().map_err(|e| e.to_string()),
         })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
     }
 
     pub fn default_limits(&self) -> &Limits {
@@ -499,12 +507,9 @@ pub struct BoxSession {
 }
 
 impl BoxSession {
-    /// A fresh box at `host`.
-    pub fn start(engine: Arc<Engine>) -> Result<(Self, Snapshot), EngineError> {
+    fn new(engine: Arc<Engine>, live: LiveBox, limits: Limits) -> Self {
         let image = engine.config.image.clone();
-        let live = LiveBox::start(&engine, false, None)?;
-        let limits = engine.config.limits.clone();
-        let mut session = BoxSession {
+        BoxSession {
             engine,
             live,
             applied: Vec::new(),
@@ -514,11 +519,37 @@ impl BoxSession {
             forward_drops: Vec::new(),
             pivot_note: None,
             image,
-        };
+        }
+    }
+
+    /// A fresh box at `host`.
+    pub fn start(engine: Arc<Engine>) -> Result<(Self, Snapshot), EngineError> {
+        let live = LiveBox::start(&engine, false, None)?;
+        let limits = engine.config.limits.clone();
+        let mut session = BoxSession::new(engine, live, limits);
         session.apply_phase(StepId::Host, Phase::Early)?;
         session.applied.push(StepId::Host);
         let snapshot = session.observe(StepId::Host, Vec::new(), false)?;
         Ok((session, snapshot))
+    }
+
+    /// A box built at the last step in one go, as a runtime's `run` builds
+    /// one: in the kernel's order, on the image from the start, with
+    /// `limits`, and nothing observed on the way. What the VM comparison
+    /// times.
+    pub fn launch(engine: Arc<Engine>, limits: Limits) -> Result<Self, EngineError> {
+        let path = steps::path_to(*StepId::ALL.last().expect("steps exist"));
+        let image = engine.config.image.clone();
+        let live = LiveBox::start(&engine, true, Some(&image))?;
+        let mut session = BoxSession::new(engine, live, limits);
+        for (step, phase) in steps::kernel_order(&path) {
+            session.apply_phase(step, phase)?;
+            if phase == Phase::Late && !session.applied.contains(&step) {
+                session.applied.push(step);
+            }
+        }
+        session.applied.sort();
+        Ok(session)
     }
 
     pub fn current(&self) -> StepId {

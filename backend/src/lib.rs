@@ -3,6 +3,7 @@
 
 pub mod cgroups;
 pub mod cli;
+pub mod compare;
 pub mod engine;
 pub mod helper;
 pub mod image;

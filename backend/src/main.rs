@@ -79,6 +79,18 @@ enum Commands {
     Images,
     /// Show an image's layers, as `docker history` does.
     History { name: String },
+    /// Run the same workload in a fresh box and in a qemu VM on this host,
+    /// `--runs` times, and print each figure's median and range.
+    Compare {
+        /// How many times each side runs (1 to 5; each VM boot takes seconds).
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+        /// Print the comparison as JSON (the page's `compared` message).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        network: NetworkArgs,
+    },
     /// Write the box as an OCI runtime bundle (config.json + rootfs) that
     /// runc or crun runs: `damda export DIR [-- ARGS...]`.
     Export {
@@ -178,20 +190,31 @@ fn sweep_at_start(paths: &Paths, network: &damda::network::NetworkConfig) {
 fn engine(
     paths: &Paths,
     rootfs: Option<std::path::PathBuf>,
-    boxes: BoxArgs,
+    limits: damda::cgroups::Limits,
+    network: &NetworkArgs,
+    volumes: Vec<damda::steps::Volume>,
 ) -> anyhow::Result<(Arc<Engine>, Arc<Ledger>)> {
-    let limits = boxes.limits.limits()?;
-    let network = boxes.network.config()?;
+    let network = network.config()?;
     sweep_at_start(paths, &network);
     let ledger = Arc::new(Ledger::create(&paths.ledger())?);
     let mut config = EngineConfig::defaults(paths);
     config.limits = limits;
     config.network = network;
-    config.volumes = boxes.volumes;
+    config.volumes = volumes;
     if let Some(rootfs) = rootfs {
         config.rootfs = rootfs;
     }
     Ok((Arc::new(Engine::new(ledger.clone(), config)?), ledger))
+}
+
+impl BoxArgs {
+    fn engine(
+        self,
+        paths: &Paths,
+        rootfs: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<(Arc<Engine>, Arc<Ledger>)> {
+        engine(paths, rootfs, self.limits.limits()?, &self.network, self.volumes)
+    }
 }
 
 fn close(ledger: &Ledger, engine: &Engine) {
@@ -244,7 +267,7 @@ fn main() -> anyhow::Result<()> {
             boxes,
         } => {
             require_root("damda walk")?;
-            let (engine, ledger) = engine(&paths, rootfs, boxes)?;
+            let (engine, ledger) = boxes.engine(&paths, rootfs)?;
             let outcome = damda::cli::walk::walk(engine.clone(), to, hold);
             close(&ledger, &engine);
             match outcome {
@@ -271,7 +294,7 @@ fn main() -> anyhow::Result<()> {
             if max_boxes == 0 {
                 bail!("--max-boxes must be at least 1");
             }
-            let (engine, ledger) = engine(&paths, None, boxes)?;
+            let (engine, ledger) = boxes.engine(&paths, None)?;
             let options = damda::server::ServeOptions {
                 listen,
                 web_dir: paths.web.clone(),
@@ -387,6 +410,27 @@ fn main() -> anyhow::Result<()> {
         Commands::History { name } => {
             let store = damda::image::open_store(&paths)?;
             print!("{}", damda::image::history_table(&store, &name.parse()?)?);
+            Ok(())
+        }
+        Commands::Compare {
+            runs,
+            json,
+            network,
+        } => {
+            require_root("damda compare")?;
+            // The box's memory and CPUs are set to the VM's by the comparison.
+            let limits = damda::cgroups::Limits::default();
+            let (engine, ledger) = engine(&paths, None, limits, &network, Vec::new())?;
+            let outcome = damda::compare::compare(&engine, runs, &mut |stage, run, runs| {
+                eprintln!("{}", damda::compare::progress_line(stage, run, runs));
+            });
+            close(&ledger, &engine);
+            let comparison = outcome?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&comparison)?);
+            } else {
+                print!("{}", damda::compare::table(&comparison));
+            }
             Ok(())
         }
         Commands::Export {

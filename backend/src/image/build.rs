@@ -10,12 +10,13 @@
 use super::digest;
 use super::provenance::{is_opaque, is_whiteout};
 use super::reference::Reference;
-use super::store::{ImageStore, StoreError};
+use super::store::{ImageStore, LayerInfo, StoreError};
 use super::unpack::{WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
 use oci_spec::image::{
     Arch, ConfigBuilder, Descriptor, Digest, HistoryBuilder, ImageConfiguration,
     ImageConfigurationBuilder, ImageManifestBuilder, MediaType, Os, RootFsBuilder,
 };
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -75,7 +76,8 @@ pub(super) fn spec(what: &'static str) -> impl FnOnce(oci_spec::OciSpecError) ->
 }
 
 /// One file system entry of a layer, at its path inside the image.
-pub(super) enum Item {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
     Dir { mode: u32 },
     File { mode: u32, data: Vec<u8> },
     Symlink { target: PathBuf },
@@ -155,6 +157,34 @@ pub(super) fn collect(
         }
     }
     Ok(())
+}
+
+/// What a container of these layers sees, as overlay would show it: each
+/// layer in order over the ones before, a `.wh.NAME` removing NAME and all
+/// below it, a `.wh..wh..opq` hiding what the layers before put in its
+/// directory. Keyed by path inside the image (no leading /).
+pub fn flatten(layers: &[LayerInfo]) -> Result<BTreeMap<String, Item>, BuildError> {
+    let mut tree = BTreeMap::new();
+    for layer in layers {
+        let mut items = Vec::new();
+        collect(&layer.dir, &layer.dir, &[], &mut items)?;
+        for (path, item) in items {
+            let (parent, name) = match path.rsplit_once('/') {
+                Some((parent, name)) => (format!("{parent}/"), name),
+                None => (String::new(), path.as_str()),
+            };
+            if name == WHITEOUT_OPAQUE {
+                tree.retain(|p: &String, _| !p.starts_with(&parent));
+            } else if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+                let hidden = format!("{parent}{hidden}");
+                let below = format!("{hidden}/");
+                tree.retain(|p: &String, _| *p != hidden && !p.starts_with(&below));
+            } else {
+                tree.insert(path, item);
+            }
+        }
+    }
+    Ok(tree)
 }
 
 /// A deterministic layer tar of `items`.

@@ -13,7 +13,7 @@ pub mod store;
 pub mod unpack;
 pub mod upper;
 
-pub use build::{build_default, BuildError, Built, DEFAULT_IMAGE};
+pub use build::{build_default, flatten, BuildError, Built, Item, DEFAULT_IMAGE};
 pub use import::{import, ImportError, Progress, Stage};
 pub use provenance::{provider, Provenance};
 pub use reference::{Reference, ReferenceError};

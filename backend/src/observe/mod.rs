@@ -117,6 +117,11 @@ pub fn parse_status(text: &str, info: &mut ProcessInfo) -> Result<(), String> {
     Ok(())
 }
 
+/// A process's resident memory (VmRSS of /proc/PID/status), in KiB.
+pub fn resident_kib(status: &str) -> Option<u64> {
+    Status::from_read(status.as_bytes()).ok()?.vmrss
+}
+
 /// The /proc files the page compares, each read by the host and by the box.
 /// Most resolve to the reader's own namespaces: `self` and `net` to its PID
 /// and network namespace, sysvipc to its IPC namespace, the hostname to its
@@ -259,6 +264,8 @@ mod tests {
         assert_eq!(info.ppid, 9409);
         assert_eq!(info.uid, [0, 0, 0, 0]);
         assert_eq!(info.nspid, vec![9412]);
+        assert_eq!(resident_kib(include_str!("fixtures/status.txt")), Some(1744));
+        assert_eq!(resident_kib("Name:\tkthreadd\nPid:\t2\n"), None);
     }
 
     #[test]

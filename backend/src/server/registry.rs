@@ -30,6 +30,9 @@ pub struct Registry {
     slots: Mutex<HashMap<String, Slot>>,
     /// Boxes being started, counted against the limit.
     starting: Mutex<usize>,
+    /// Held while a VM-vs-container comparison runs: one at a time, as a
+    /// VM takes hundreds of MB and a core.
+    comparing: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn new_session_id() -> String {
@@ -46,7 +49,13 @@ impl Registry {
             grace,
             slots: Mutex::new(HashMap::new()),
             starting: Mutex::new(0),
+            comparing: Arc::default(),
         }
+    }
+
+    /// The right to run a comparison, if none runs now.
+    pub fn begin_comparison(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        self.comparing.clone().try_lock_owned().ok()
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {

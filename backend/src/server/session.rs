@@ -9,7 +9,7 @@ use crate::terminal::{self, Running};
 use axum::extract::ws::Message;
 use damda_protocol::{
     ClientMessage, ErrorCode, ServerMessage, Snapshot, StepId, MAX_CLIENT_MESSAGE_BYTES,
-    MAX_COMMAND_BYTES,
+    MAX_COMMAND_BYTES, MAX_COMPARE_RUNS,
 };
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -220,6 +220,7 @@ impl Connection {
                 }
             }
             ClientMessage::Import { path } => self.import(path).await,
+            ClientMessage::Compare { runs } => self.compare(runs).await,
             ClientMessage::Image { name } => {
                 self.send(ServerMessage::Busy {
                     message: "building the box from the image".into(),
@@ -373,6 +374,46 @@ impl Connection {
             }
             Err(err) => self.send(engine_error(err)).await,
         }
+    }
+
+    /// Starts a VM-vs-container comparison in the background: its progress
+    /// and result come as messages while the page goes on using its box.
+    async fn compare(&self, runs: u32) {
+        if !(1..=MAX_COMPARE_RUNS).contains(&runs) {
+            return self
+                .send(error(
+                    ErrorCode::BadMessage,
+                    format!("a comparison makes 1 to {MAX_COMPARE_RUNS} runs"),
+                ))
+                .await;
+        }
+        let Some(slot) = self.registry.begin_comparison() else {
+            return self
+                .send(error(
+                    ErrorCode::CompareRunning,
+                    "a comparison is already running on this server; try again when it ends",
+                ))
+                .await;
+        };
+        let engine = self.registry.engine().clone();
+        let outbox = self.outbox.clone();
+        tokio::spawn(async move {
+            let progress = outbox.clone();
+            let outcome = tokio::task::spawn_blocking(move || {
+                let _slot = slot;
+                crate::compare::compare(&engine, runs, &mut |stage, run, runs| {
+                    let message = ServerMessage::Comparing { stage, run, runs };
+                    let _ = progress.blocking_send(Outgoing::Message(message));
+                })
+            })
+            .await
+            .expect("a comparison does not panic");
+            let message = match outcome {
+                Ok(comparison) => ServerMessage::Compared(Box::new(comparison)),
+                Err(err) => error(ErrorCode::CompareFailed, err.to_string()),
+            };
+            let _ = outbox.send(Outgoing::Message(message)).await;
+        });
     }
 
     /// Which layer provides a path of the box's root.

@@ -1,0 +1,100 @@
+//! The container side: a fresh box built at the last step in one go (on the
+//! image, with its server running, on the bridge with a forwarded port),
+//! the workload run in it, then a request, its memory, and its removal.
+
+use super::{requests, workload, CompareError, Sample};
+use crate::cgroups::Limits;
+use crate::engine::{BoxCommand, BoxSession, Engine};
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+/// How long the workload may take in the box.
+const WORKLOAD_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub(super) fn run(engine: &Arc<Engine>, limits: &Limits) -> Result<Sample, CompareError> {
+    let started = Instant::now();
+    let session = BoxSession::launch(engine.clone(), limits.clone()).map_err(Box::new)?;
+    let mut child = engine
+        .box_command(
+            session.pid(),
+            &session.cgroup_procs(),
+            BoxCommand::Shell(workload::SCRIPT),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| CompareError::Workload {
+            side: "container",
+            reason: format!("starting the workload in the box: {e}"),
+        })?;
+    let stdout = child.stdout.take().expect("piped");
+    let (send, receive) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if send.send((started.elapsed(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = started + WORKLOAD_TIMEOUT;
+    let mut lines = Vec::new();
+    let ended = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match receive.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break true,
+            Err(mpsc::RecvTimeoutError::Timeout) => break false,
+        }
+    };
+    if !ended {
+        let _ = child.kill();
+    }
+    let status = child.wait();
+    let exit = started.elapsed();
+    let _ = reader.join();
+    let failed = |reason: String| CompareError::Workload {
+        side: "container",
+        reason,
+    };
+    if !ended {
+        return Err(failed(format!(
+            "the workload ran past {WORKLOAD_TIMEOUT:?}"
+        )));
+    }
+    match status {
+        Ok(status) if status.success() => {}
+        other => return Err(failed(format!("the workload ended with {other:?}"))),
+    }
+    let timings = workload::timings(&lines).map_err(failed)?;
+    let proxy = session
+        .network_traffic()
+        .and_then(|view| view.forward)
+        .map(|forward| forward.proxy)
+        .ok_or_else(|| failed("the box has no forwarded port".into()))?;
+    let address = proxy
+        .parse()
+        .map_err(|e| failed(format!("the forwarded port {proxy}: {e}")))?;
+    let request = requests(address).map_err(|reason| CompareError::Request {
+        side: "container",
+        reason,
+    })?;
+    let memory = session
+        .usage()
+        .and_then(|usage| usage.memory_current)
+        .ok_or_else(|| failed("the box's cgroup has no memory figure".into()))?;
+    let stopping = Instant::now();
+    drop(session);
+    Ok(Sample {
+        first_output: timings.first_output,
+        exit,
+        cpu: timings.cpu,
+        files: timings.files,
+        forks: timings.forks,
+        request,
+        memory,
+        teardown: stopping.elapsed(),
+    })
+}
