@@ -803,6 +803,9 @@ pub struct Comparison {
     pub runs: u32,
     pub host_kernel: String,
     pub guest_kernel: String,
+    /// The first line the guest's /init printed in the last run: its uptime
+    /// and `uname -r`, proof the workload ran inside the VM.
+    pub guest_init: String,
     pub vm_memory_mib: u32,
     pub vm_cpus: u32,
     /// The box's CPU limit, in CPUs.

@@ -96,5 +96,6 @@ pub(super) fn run(engine: &Arc<Engine>, limits: &Limits) -> Result<Sample, Compa
         request,
         memory,
         teardown: stopping.elapsed(),
+        guest_init: String::new(),
     })
 }

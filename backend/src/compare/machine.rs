@@ -5,7 +5,7 @@
 
 use super::{quote, requests, workload, CompareError, Sample};
 use crate::image::{self, ImageStore, UnpackOptions};
-use crate::vm::{self, Accel, Initramfs, Missed, RunningVm, TempDir, VmConfig, INIT_MARK};
+use crate::vm::{self, Accel, Initramfs, Missed, RunningVm, VmConfig, VmError, INIT_MARK};
 use damda_protocol::FigurePart;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
 use std::path::PathBuf;
@@ -19,6 +19,8 @@ const READY_MARK: &str = "DAMDA-VM-READY";
 const TRIAL_ARG: &str = "damda.trial";
 /// The modules the network card needs (the rest are found from these).
 const MODULES: [&str; 2] = ["virtio_pci", "virtio_net"];
+/// The comparison's initramfs, in data/vm.
+pub const INITRD: &str = "compare-initrd.gz";
 /// The guest's memory and CPUs; the box gets the same.
 pub(super) const MEMORY_MIB: u32 = 512;
 pub(super) const CPUS: u32 = 1;
@@ -58,7 +60,6 @@ pub(super) struct Machine {
     initrd: PathBuf,
     pub kernel_release: String,
     pub disk: Vec<FigurePart>,
-    _scratch: TempDir,
 }
 
 impl Machine {
@@ -88,9 +89,20 @@ impl Machine {
         let modules = initramfs.modules(&config.vm, &MODULES)?;
         initramfs.file("/damda-workload.sh", workload::SCRIPT.into(), false);
         initramfs.init(&init_script(&modules, &stored.command()));
-        let scratch = TempDir::new("damda-compare")?;
-        let initrd = scratch.path().join("initrd.gz");
-        initramfs.write_gzip(&initrd)?;
+        // Kept beside the kernel (not in a temporary directory) so the
+        // printed qemu command line boots it by hand after the comparison;
+        // written aside and renamed, so a concurrent comparison never boots
+        // half a file.
+        let initrd = config.vm.join(INITRD);
+        let partial = config
+            .vm
+            .join(format!("{INITRD}.partial-{}", std::process::id()));
+        initramfs.write_gzip(&partial)?;
+        std::fs::rename(&partial, &initrd).map_err(|source| VmError::Io {
+            operation: "renaming",
+            path: partial.clone(),
+            source,
+        })?;
         let size = |path: &std::path::Path| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let kernel_file = std::fs::canonicalize(&kernel).unwrap_or(kernel.clone());
         let kernel_release = kernel_file
@@ -124,12 +136,10 @@ impl Machine {
             initrd,
             kernel_release,
             disk,
-            _scratch: scratch,
         })
     }
 
-    /// The command line of a run, to boot it by hand (the initrd is
-    /// removed after the comparison; `damda compare` rebuilds it).
+    /// The command line of a run, to boot it by hand.
     pub fn command_line(&self, accel: Accel) -> String {
         let config = VmConfig {
             forward: Some(8090),
@@ -184,8 +194,6 @@ impl Machine {
             forward: Some(port),
             ..self.config.clone()
         };
-        let mut vm = RunningVm::start(&config, &self.initrd, accel)?;
-        let deadline = vm.started() + config.timeout;
         let failed = |vm: &RunningVm, missed: Missed, what: &str| {
             let lines = vm.console();
             CompareError::Workload {
@@ -200,8 +208,19 @@ impl Machine {
                 ),
             }
         };
-        vm.wait_for(INIT_MARK, vm.started() + config.boot_timeout)
-            .map_err(|m| failed(&vm, m, "/init started"))?;
+        // A boot that hangs (seen at clock calibration under TCG) is killed
+        // at its deadline and tried again.
+        let mut attempts = 0;
+        let (mut vm, guest_init) = loop {
+            attempts += 1;
+            let mut vm = RunningVm::start(&config, &self.initrd, accel)?;
+            match vm.wait_for(INIT_MARK, vm.started() + config.boot_timeout) {
+                Ok((line, _)) => break (vm, line),
+                Err(Missed::TimedOut) if attempts <= config.retries => continue,
+                Err(missed) => return Err(failed(&vm, missed, "/init started")),
+            }
+        };
+        let deadline = vm.started() + config.timeout;
         let mut lines = Vec::new();
         for mark in workload::MARKS {
             let line = workload::mark_line(mark);
@@ -238,6 +257,7 @@ impl Machine {
             });
         }
         Ok(Sample {
+            guest_init,
             first_output: timings.first_output,
             exit,
             cpu: timings.cpu,

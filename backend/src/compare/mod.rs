@@ -41,7 +41,7 @@ pub enum CompareError {
 }
 
 /// One run of one side.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Sample {
     first_output: Duration,
     exit: Duration,
@@ -51,6 +51,8 @@ struct Sample {
     request: Duration,
     memory: u64,
     teardown: Duration,
+    /// The VM's first /init line (empty for a box).
+    guest_init: String,
 }
 
 /// Requests timed per run (after one that warms the path up).
@@ -158,7 +160,9 @@ pub fn compare(
     progress(CompareStage::Preparing, 0, runs);
     let machine = machine::Machine::prepare(engine)?;
     progress(CompareStage::KvmTrial, 0, runs);
-    let (accel, kvm_trial) = machine.trial();
+    // Tried once per process: what the host's KVM can do does not change.
+    static TRIAL: std::sync::OnceLock<(Accel, String)> = std::sync::OnceLock::new();
+    let (accel, kvm_trial) = TRIAL.get_or_init(|| machine.trial()).clone();
     let limits = box_limits(engine);
     let mut boxes = Vec::new();
     let mut vms = Vec::new();
@@ -194,6 +198,7 @@ pub fn compare(
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default(),
         guest_kernel: machine.kernel_release.clone(),
+        guest_init: vms.last().map(|s| s.guest_init.clone()).unwrap_or_default(),
         vm_memory_mib: machine::MEMORY_MIB,
         vm_cpus: machine::CPUS,
         container_cpus: limits.cpu_quota_us.unwrap_or(0) as f64 / limits.cpu_period_us as f64,
@@ -396,9 +401,15 @@ mod tests {
             request: Duration::from_millis(2),
             memory: 4 << 20,
             teardown: Duration::from_millis(20),
+            guest_init: String::new(),
         };
         let disk = |bytes| vec![FigurePart { name: "x".into(), bytes }];
-        let figures = figures(&[sample], &[sample, sample], disk(10), disk(20));
+        let figures = figures(
+            std::slice::from_ref(&sample),
+            &[sample.clone(), sample],
+            disk(10),
+            disk(20),
+        );
         let ids: Vec<FigureId> = figures.iter().map(|f| f.id).collect();
         assert_eq!(ids.len(), 9);
         for id in [FigureId::FirstOutput, FigureId::Exit, FigureId::Memory, FigureId::Disk, FigureId::Cpu, FigureId::Files, FigureId::Forks, FigureId::Request, FigureId::Teardown] {
