@@ -8,6 +8,9 @@ use crate::components::busy_indicator::BusyIndicator;
 use crate::components::cgroup_card::CgroupCard;
 use crate::components::commands_panel::CommandsPanel;
 use crate::components::commit_form::CommitForm;
+use crate::components::compare_chart::CompareChart;
+use crate::components::compare_commands::CompareCommands;
+use crate::components::compare_panel::ComparePanel;
 use crate::components::controls::Controls;
 use crate::components::demo_panel::DemoPanel;
 use crate::components::error_banner::ErrorBanner;
@@ -28,6 +31,7 @@ use crate::components::process_card::ProcessCard;
 use crate::components::process_tree::ProcessTree;
 use crate::components::rebuild_note::RebuildNote;
 use crate::components::service_card::ServiceCard;
+use crate::components::stack_diagram::StackDiagram;
 use crate::components::stepper::{step_title, Stepper};
 use crate::components::terminal::Terminal;
 use crate::components::upper_changes::UpperChanges;
@@ -40,7 +44,7 @@ use crate::hooks::use_steps::use_steps;
 use crate::hooks::use_watch::use_watch;
 use crate::i18n::Lang;
 use crate::state::{
-    Action, CommittedImage, Connection, ImportProgress, LessonView, ServerError, State,
+    Action, CommittedImage, Connection, ImportProgress, LessonView, MainView, ServerError, State,
 };
 
 /// Where the chosen language is remembered across visits.
@@ -107,6 +111,8 @@ fn socket_action(event: SocketEvent) -> Option<Action> {
                 Action::ImportProgress(ImportProgress { stage, done, total })
             }
             ServerMessage::Imported { names } => Action::Imported(names),
+            ServerMessage::Comparing { stage, run, runs } => Action::Comparing { stage, run, runs },
+            ServerMessage::Compared(comparison) => Action::Compared(comparison),
             ServerMessage::Error {
                 code,
                 message,
@@ -144,9 +150,11 @@ pub fn app() -> Html {
     use_watch(socket.clone(), state.connection == Connection::Open);
     let errno = use_errno(lang);
     let current = state.current_step();
-    let lesson_id = match state.view {
-        LessonView::Intro => "intro".to_owned(),
-        LessonView::Step => current.unwrap_or(StepId::Host).as_str().to_owned(),
+    let compare_view = state.main == MainView::Compare;
+    let lesson_id = match (compare_view, state.view) {
+        (true, _) => "compare".to_owned(),
+        (false, LessonView::Intro) => "intro".to_owned(),
+        (false, LessonView::Step) => current.unwrap_or(StepId::Host).as_str().to_owned(),
     };
     let lesson = use_lesson(lang, lesson_id);
 
@@ -156,7 +164,11 @@ pub fn app() -> Html {
         }
     });
     {
-        let title = current.map(|step| step_title(state.steps.as_ref(), lang, step));
+        let title = if compare_view {
+            Some(t.view_compare.to_owned())
+        } else {
+            current.map(|step| step_title(state.steps.as_ref(), lang, step))
+        };
         use_effect_with((lang, title), |(lang, title)| {
             let document = gloo::utils::document();
             if let Some(root) = document.document_element() {
@@ -170,7 +182,7 @@ pub fn app() -> Html {
     }
 
     // --- what the page asks of the server ------------------------------------
-    let reading_intro = state.view == LessonView::Intro;
+    let reading_intro = state.view == LessonView::Intro && !compare_view;
     let can_next = if reading_intro {
         state.snapshot.is_some()
     } else {
@@ -226,6 +238,22 @@ pub fn app() -> Html {
         Callback::from(move |lang: Lang| {
             remember_lang(lang);
             dispatcher.dispatch(Action::SetLang(lang));
+        })
+    };
+    let on_view = {
+        let dispatcher = state.dispatcher();
+        Callback::from(move |main: MainView| dispatcher.dispatch(Action::ShowMain(main)))
+    };
+    let on_compare = {
+        let state = state.clone();
+        let socket = socket.clone();
+        Callback::from(move |runs: u32| {
+            if state.connection == Connection::Open
+                && state.compare.pending.is_none()
+                && socket.send(ClientMessage::Compare { runs })
+            {
+                state.dispatch(Action::CompareSent(runs));
+            }
         })
     };
     let on_dismiss = {
@@ -342,7 +370,8 @@ pub fn app() -> Html {
         let dispatcher = state.dispatcher();
         Callback::from(move |()| dispatcher.dispatch(Action::TermClear))
     };
-    use_arrow_keys(on_back.clone(), on_next.clone());
+    // In the comparison the arrows scroll, as on any page.
+    use_arrow_keys(!compare_view, on_back.clone(), on_next.clone());
 
     // --- the page -------------------------------------------------------------
     let connection = match state.connection {
@@ -353,8 +382,26 @@ pub fn app() -> Html {
     let lost = matches!(state.connection, Connection::Closed { .. }) && state.snapshot.is_some();
     let snapshot = state.snapshot.clone();
 
-    let views = match &snapshot {
-        Some(snapshot) => {
+    let views = match (state.main, &snapshot) {
+        (MainView::Compare, _) => {
+            let result = state.compare.result.clone();
+            html! {
+                <>
+                    <ComparePanel {lang}
+                        state={state.compare.clone()}
+                        ready={state.connection == Connection::Open}
+                        on_run={on_compare} />
+                    if let Some(comparison) = result.clone() {
+                        <CompareChart {lang} comparison={comparison.clone()} />
+                    }
+                    <StackDiagram {lang} comparison={result.clone()} />
+                    if let Some(comparison) = result {
+                        <CompareCommands {lang} {comparison} />
+                    }
+                </>
+            }
+        }
+        (MainView::Steps, Some(snapshot)) => {
             let previous = state.previous.clone();
             let tree = (!snapshot.tree.host_view.is_empty() || !snapshot.tree.box_view.is_empty())
                 .then(|| html! { <ProcessTree {lang} tree={snapshot.tree.clone()} /> });
@@ -562,7 +609,7 @@ pub fn app() -> Html {
                 </>
             }
         }
-        None => html! {
+        (MainView::Steps, None) => html! {
             <div class="waiting" role="status">
                 <span class="spinner" aria-hidden="true"></span>
                 <span>{ t.waiting_first }</span>
@@ -577,34 +624,41 @@ pub fn app() -> Html {
             data-snapshots={state.snapshots.to_string()}
             data-connection={connection}
             data-busy={state.busy.is_some().to_string()}
-            data-lang={lang.code()}>
-            <Header {lang} connection={state.connection} session={state.session.clone()} {on_lang} />
-            <Stepper {lang}
-                steps={state.steps.clone()}
-                {current}
-                view={state.view}
-                can_move={state.can_send()}
-                {on_goto}
-                {on_intro} />
-            <Controls {lang}
-                position={current.map(|s| (s.index() + 1, StepId::ALL.len()))}
-                title={current.map(|s| step_title(state.steps.as_ref(), lang, s))}
-                step_id={current.map(|s| s.as_str())}
-                can_back={state.can_back()}
-                {can_next}
-                can_reset={state.can_send()}
-                {on_back}
-                {on_next}
-                {on_reset}>
-                if snapshot.as_ref().is_some_and(|s| s.rebuilt) {
-                    <span class="badge badge-rebuilt" title={t.rebuilt}>
-                        <span class="ico" aria-hidden="true">{ "↻" }</span>{ t.rebuilt }
-                    </span>
-                }
-                if let Some(message) = state.busy.clone() {
-                    <BusyIndicator {lang} {message} />
-                }
-            </Controls>
+            data-lang={lang.code()}
+            data-view={if compare_view { "compare" } else { "steps" }}>
+            <Header {lang} connection={state.connection} session={state.session.clone()} {on_lang}
+                view={state.main}
+                compare_running={state.compare.pending.is_some()}
+                {on_view} />
+            // The stepper and its controls move the box: not part of the comparison.
+            if !compare_view {
+                <Stepper {lang}
+                    steps={state.steps.clone()}
+                    {current}
+                    view={state.view}
+                    can_move={state.can_send()}
+                    {on_goto}
+                    {on_intro} />
+                <Controls {lang}
+                    position={current.map(|s| (s.index() + 1, StepId::ALL.len()))}
+                    title={current.map(|s| step_title(state.steps.as_ref(), lang, s))}
+                    step_id={current.map(|s| s.as_str())}
+                    can_back={state.can_back()}
+                    {can_next}
+                    can_reset={state.can_send()}
+                    {on_back}
+                    {on_next}
+                    {on_reset}>
+                    if snapshot.as_ref().is_some_and(|s| s.rebuilt) {
+                        <span class="badge badge-rebuilt" title={t.rebuilt}>
+                            <span class="ico" aria-hidden="true">{ "↻" }</span>{ t.rebuilt }
+                        </span>
+                    }
+                    if let Some(message) = state.busy.clone() {
+                        <BusyIndicator {lang} {message} />
+                    }
+                </Controls>
+            }
             if lost {
                 <div class="banner banner-lost" role="status">
                     <span class="banner-icon" aria-hidden="true">{ "⚡" }</span>

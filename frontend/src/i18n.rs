@@ -2,9 +2,10 @@
 //! comes from the server as rendered HTML. Only the words the page needs to
 //! label what it shows live in Rust.
 
-use damda_protocol::{Demo, ErrorCode, NetworkView, NsKind};
+use damda_protocol::{CompareStage, Demo, ErrorCode, FigureId, NetworkView, NsKind};
 
 use crate::components::usage_gauges::bytes;
+use crate::state::CompareProgress;
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Lang {
@@ -339,6 +340,56 @@ pub struct Texts {
     pub import_none: &'static str,
     pub import_hint: &'static str,
     pub import_refused: &'static str,
+    pub view_label: &'static str,
+    pub view_steps: &'static str,
+    pub view_compare: &'static str,
+    pub cmp_title: &'static str,
+    pub cmp_caption: &'static str,
+    pub cmp_runs: &'static str,
+    pub cmp_run: &'static str,
+    pub cmp_running: &'static str,
+    pub cmp_slow_note: &'static str,
+    pub cmp_starting: &'static str,
+    pub cmp_none: &'static str,
+    pub cmp_results: &'static str,
+    pub cmp_accelerator: &'static str,
+    pub cmp_kvm: &'static str,
+    pub cmp_tcg: &'static str,
+    pub cmp_kvm_trial: &'static str,
+    pub cmp_kernels: &'static str,
+    pub cmp_guest_init: &'static str,
+    pub cmp_host: &'static str,
+    pub cmp_guest: &'static str,
+    pub cmp_resources: &'static str,
+    pub cmp_runs_label: &'static str,
+    pub cmp_image: &'static str,
+    pub cmp_container: &'static str,
+    pub cmp_vm: &'static str,
+    pub cmp_ratio: &'static str,
+    pub cmp_emulated: &'static str,
+    pub cmp_scale_note: &'static str,
+    pub cmp_legend_container: &'static str,
+    pub cmp_legend_vm: &'static str,
+    pub cmp_by_hand: &'static str,
+    pub cmp_workload: &'static str,
+    pub cmp_vm_command: &'static str,
+    pub cmp_container_command: &'static str,
+    pub stk_title: &'static str,
+    pub stk_caption: &'static str,
+    pub stk_vm: &'static str,
+    pub stk_container: &'static str,
+    pub stk_app: &'static str,
+    pub stk_libs: &'static str,
+    pub stk_guest_os: &'static str,
+    pub stk_hypervisor: &'static str,
+    pub stk_host_os: &'static str,
+    pub stk_hardware: &'static str,
+    pub stk_hardware_what: &'static str,
+    pub stk_engine: &'static str,
+    pub stk_box: &'static str,
+    pub stk_kernel: &'static str,
+    pub stk_shared: &'static str,
+    pub stk_either: &'static str,
 }
 
 pub static KO: Texts = Texts {
@@ -643,6 +694,56 @@ pub static KO: Texts = Texts {
     import_none: "가져온 이미지가 없습니다.",
     import_hint: "위의 이미지 목록에 이제 이 이미지가 있습니다: 골라서 상자를 다시 만들어 보세요.",
     import_refused: "가져오기는 서버의 파일을 읽으므로, 서버 컴퓨터에서 (localhost로) 연 페이지에서만 쓸 수 있습니다.",
+    view_label: "보기",
+    view_steps: "단계별로 담기",
+    view_compare: "VM과 컨테이너 비교",
+    cmp_title: "VM과 컨테이너 비교",
+    cmp_caption: "같은 작은 작업(셸 스크립트)을 새 상자와, 같은 호스트에서 qemu로 띄운 VM에서 똑같이 돌려 봅니다. 시간은 벽시계로, 메모리와 디스크는 커널이 센 바이트로 잽니다.",
+    cmp_runs: "반복 횟수",
+    cmp_run: "비교 실행",
+    cmp_running: "비교하는 중…",
+    cmp_slow_note: "VM은 반복할 때마다 새로 부팅합니다. 소프트웨어 에뮬레이션(TCG)에서는 부팅 한 번에 몇 초씩 걸리니 잠시 기다려 주세요.",
+    cmp_starting: "시작하는 중…",
+    cmp_none: "아직 결과가 없습니다. 비교 실행을 누르면 여기에 그림이 나옵니다.",
+    cmp_results: "결과: 같은 작업, 두 가지 격리",
+    cmp_accelerator: "가속",
+    cmp_kvm: "하드웨어 가상화 — 게스트의 코드가 CPU에서 바로 돕니다",
+    cmp_tcg: "소프트웨어 에뮬레이션 — qemu가 게스트의 명령을 하나하나 번역합니다",
+    cmp_kvm_trial: "KVM 시험 부팅 결과",
+    cmp_kernels: "커널",
+    cmp_guest_init: "VM 안의 /init이 찍은 첫 줄 (작업이 VM 안에서 돌았다는 증거)",
+    cmp_host: "호스트",
+    cmp_guest: "VM 안",
+    cmp_resources: "자원",
+    cmp_runs_label: "반복",
+    cmp_image: "이미지",
+    cmp_container: "컨테이너",
+    cmp_vm: "VM",
+    cmp_ratio: "VM ÷ 컨테이너",
+    cmp_emulated: "소프트웨어 에뮬레이션(TCG): 이 수치는 에뮬레이터의 속도입니다",
+    cmp_scale_note: "막대 길이는 그림마다 따로 맞췄습니다: 한 그림 안의 두 막대끼리만 견주세요. 막대는 중앙값, 가는 선은 최소–최대 범위입니다.",
+    cmp_legend_container: "컨테이너 (꽉 찬 막대)",
+    cmp_legend_vm: "VM (빗금 막대)",
+    cmp_by_hand: "손으로 해 보기: 작업 스크립트와 두 명령",
+    cmp_workload: "두 쪽이 똑같이 돌린 작업 (셸 스크립트)",
+    cmp_vm_command: "VM 쪽: qemu 명령",
+    cmp_container_command: "컨테이너 쪽: 같은 일을 docker run으로",
+    stk_title: "두 가지 층 쌓기",
+    stk_caption: "VM에는 커널이 둘(VM 안의 게스트 커널과 호스트 커널), 컨테이너에는 호스트의 커널 하나뿐입니다. 상자 속 앱은 그 커널 위에서 도는 보통 프로세스입니다.",
+    stk_vm: "가상 머신 (VM)",
+    stk_container: "컨테이너",
+    stk_app: "앱",
+    stk_libs: "라이브러리·도구",
+    stk_guest_os: "게스트 OS",
+    stk_hypervisor: "하이퍼바이저",
+    stk_host_os: "호스트 OS",
+    stk_hardware: "하드웨어",
+    stk_hardware_what: "CPU · 메모리 · 디스크",
+    stk_engine: "컨테이너 엔진",
+    stk_box: "상자",
+    stk_kernel: "커널",
+    stk_shared: "모든 상자가 같은 커널을 함께 씀",
+    stk_either: "KVM 또는 TCG",
 };
 
 pub static EN: Texts = Texts {
@@ -946,6 +1047,56 @@ pub static EN: Texts = Texts {
     import_none: "No image was imported.",
     import_hint: "The image list above now has it: choose it to rebuild the box from it.",
     import_refused: "Importing reads the server's files, so it works only on a page opened on the server's host (localhost).",
+    view_label: "View",
+    view_steps: "Step by step",
+    view_compare: "VM vs container",
+    cmp_title: "VM vs container",
+    cmp_caption: "The same small workload (a shell script) runs in a fresh box and in a qemu VM on this same host. Times are wall-clock; memory and disk are bytes as the kernel counts them.",
+    cmp_runs: "Runs",
+    cmp_run: "Run comparison",
+    cmp_running: "Comparing…",
+    cmp_slow_note: "The VM boots afresh for every run. Under software emulation (TCG) each boot takes several seconds: give it a moment.",
+    cmp_starting: "Starting…",
+    cmp_none: "No results yet. Run the comparison and the charts appear here.",
+    cmp_results: "Results: one workload, two kinds of isolation",
+    cmp_accelerator: "Accelerator",
+    cmp_kvm: "hardware virtualization — the guest's code runs on the CPU itself",
+    cmp_tcg: "software emulation — qemu translates every guest instruction",
+    cmp_kvm_trial: "What the KVM trial boot showed",
+    cmp_kernels: "Kernels",
+    cmp_guest_init: "The first line the VM's /init printed (proof the workload ran inside)",
+    cmp_host: "host",
+    cmp_guest: "in the VM",
+    cmp_resources: "Resources",
+    cmp_runs_label: "Runs",
+    cmp_image: "Image",
+    cmp_container: "Container",
+    cmp_vm: "VM",
+    cmp_ratio: "VM ÷ container",
+    cmp_emulated: "Software emulation (TCG): this measures the emulator",
+    cmp_scale_note: "Each figure has its own scale: compare the two bars within a figure only. A bar is the median; the thin line spans min to max.",
+    cmp_legend_container: "Container (solid bar)",
+    cmp_legend_vm: "VM (hatched bar)",
+    cmp_by_hand: "Redo it by hand: the workload and the two commands",
+    cmp_workload: "The workload both sides ran (a shell script)",
+    cmp_vm_command: "The VM side: the qemu command",
+    cmp_container_command: "The container side: the same as docker run",
+    stk_title: "The two stacks",
+    stk_caption: "A VM has two kernels (the guest's inside it and the host's); containers have only the host's. The app in a box is an ordinary process on that kernel.",
+    stk_vm: "Virtual machine",
+    stk_container: "Containers",
+    stk_app: "App",
+    stk_libs: "Libraries, tools",
+    stk_guest_os: "Guest OS",
+    stk_hypervisor: "Hypervisor",
+    stk_host_os: "Host OS",
+    stk_hardware: "Hardware",
+    stk_hardware_what: "CPU · memory · disk",
+    stk_engine: "Container engine",
+    stk_box: "box",
+    stk_kernel: "kernel",
+    stk_shared: "every box shares this one kernel",
+    stk_either: "KVM or TCG",
 };
 
 /// One line on what a namespace type isolates.
@@ -986,6 +1137,8 @@ pub fn error_code_text(lang: Lang, code: ErrorCode) -> &'static str {
         (Lang::Ko, ErrorCode::NotAllowed) => "이 서버에서는 허용되지 않음",
         (Lang::Ko, ErrorCode::BadLimits) => "받아들일 수 없는 제한 값",
         (Lang::Ko, ErrorCode::NotYet) => "상자가 아직 그 단계에 이르지 않음",
+        (Lang::Ko, ErrorCode::CompareRunning) => "이 서버에서 다른 비교가 이미 실행 중",
+        (Lang::Ko, ErrorCode::CompareFailed) => "비교를 끝내지 못함",
         (Lang::En, ErrorCode::BadMessage) => "A message the server did not understand",
         (Lang::En, ErrorCode::TooLarge) => "Message too large",
         (Lang::En, ErrorCode::UnknownStep) => "A step that is not available",
@@ -999,6 +1152,8 @@ pub fn error_code_text(lang: Lang, code: ErrorCode) -> &'static str {
         (Lang::En, ErrorCode::NotAllowed) => "Not allowed on this server",
         (Lang::En, ErrorCode::BadLimits) => "Limits that cannot be applied",
         (Lang::En, ErrorCode::NotYet) => "The box has not reached that step yet",
+        (Lang::En, ErrorCode::CompareRunning) => "Another comparison is running on this server",
+        (Lang::En, ErrorCode::CompareFailed) => "The comparison could not finish",
     }
 }
 
@@ -1018,6 +1173,8 @@ pub fn error_code_name(code: ErrorCode) -> &'static str {
         ErrorCode::NotAllowed => "not_allowed",
         ErrorCode::BadLimits => "bad_limits",
         ErrorCode::NotYet => "not_yet",
+        ErrorCode::CompareRunning => "compare_running",
+        ErrorCode::CompareFailed => "compare_failed",
     }
 }
 
@@ -1275,5 +1432,103 @@ pub fn import_progress(lang: Lang, stage: &str, done: u64, total: u64, percent: 
         (Lang::Ko, "unpacking") => format!("레이어 풀기 {done}/{total} ({percent}%)"),
         (Lang::En, "unpacking") => format!("unpacking layers {done}/{total} ({percent}%)"),
         (_, other) => format!("{other} {done}/{total} ({percent}%)"),
+    }
+}
+
+/// A number of runs, as the runs selector and the results say it.
+pub fn compare_runs(lang: Lang, runs: u32) -> String {
+    match lang {
+        Lang::Ko => format!("{runs}회"),
+        Lang::En if runs == 1 => "1 run".to_owned(),
+        Lang::En => format!("{runs} runs"),
+    }
+}
+
+/// Where a comparison is, in words: the stage, and the run for the two
+/// that repeat.
+pub fn compare_progress(lang: Lang, progress: &CompareProgress) -> String {
+    let stage = match (lang, progress.stage) {
+        (Lang::Ko, CompareStage::Preparing) => "VM의 initramfs를 이미지로 만드는 중",
+        (Lang::Ko, CompareStage::KvmTrial) => "KVM을 쓸 수 있는지 시험 부팅하는 중",
+        (Lang::Ko, CompareStage::Container) => "상자에서 작업을 돌리는 중",
+        (Lang::Ko, CompareStage::Vm) => "VM을 부팅해 작업을 돌리는 중",
+        (Lang::En, CompareStage::Preparing) => "Building the VM's initramfs from the image",
+        (Lang::En, CompareStage::KvmTrial) => "Trial boot: can KVM be used?",
+        (Lang::En, CompareStage::Container) => "Running the workload in a box",
+        (Lang::En, CompareStage::Vm) => "Booting the VM and running the workload",
+    };
+    let (run, runs) = (progress.run, progress.runs);
+    match (lang, progress.stage) {
+        (_, CompareStage::Preparing | CompareStage::KvmTrial) => stage.to_owned(),
+        (Lang::Ko, _) => format!("{stage} — {runs}회 중 {run}회째"),
+        (Lang::En, _) => format!("{stage} — run {run} of {runs}"),
+    }
+}
+
+/// The VM's memory and CPUs next to the box's CPU limit.
+pub fn compare_resources(lang: Lang, vm_mib: u32, vm_cpus: u32, box_cpus: f64) -> String {
+    let box_cpus = (box_cpus * 100.0).round() / 100.0;
+    match lang {
+        Lang::Ko if box_cpus <= 0.0 => {
+            format!("VM: 메모리 {vm_mib} MiB, vCPU {vm_cpus}개 · 컨테이너: CPU 제한 없음")
+        }
+        Lang::Ko => format!(
+            "VM: 메모리 {vm_mib} MiB, vCPU {vm_cpus}개 · 컨테이너: CPU {box_cpus}개 (cgroup 한도)"
+        ),
+        Lang::En if box_cpus <= 0.0 => {
+            format!("VM: {vm_mib} MiB of memory, {vm_cpus} vCPU · container: no CPU limit")
+        }
+        Lang::En => format!(
+            "VM: {vm_mib} MiB of memory, {vm_cpus} vCPU · container: {box_cpus} CPU (cgroup limit)"
+        ),
+    }
+}
+
+/// The wire name of a comparison's stage (`kvm_trial`).
+pub fn compare_stage_id(stage: CompareStage) -> &'static str {
+    match stage {
+        CompareStage::Preparing => "preparing",
+        CompareStage::KvmTrial => "kvm_trial",
+        CompareStage::Container => "container",
+        CompareStage::Vm => "vm",
+    }
+}
+
+/// The wire name of a figure (`first_output`).
+pub fn figure_id(id: FigureId) -> &'static str {
+    match id {
+        FigureId::FirstOutput => "first_output",
+        FigureId::Exit => "exit",
+        FigureId::Memory => "memory",
+        FigureId::Disk => "disk",
+        FigureId::Cpu => "cpu",
+        FigureId::Files => "files",
+        FigureId::Forks => "forks",
+        FigureId::Request => "request",
+        FigureId::Teardown => "teardown",
+    }
+}
+
+/// A figure's name and what it measures.
+pub fn figure_text(lang: Lang, id: FigureId) -> (&'static str, &'static str) {
+    match (lang, id) {
+        (Lang::Ko, FigureId::FirstOutput) => ("첫 출력까지", "시작하라고 한 때부터 작업이 첫 줄을 찍을 때까지 (VM은 부팅부터)"),
+        (Lang::Ko, FigureId::Exit) => ("끝날 때까지", "시작하라고 한 때부터 작업이 끝나고 나올 때까지"),
+        (Lang::Ko, FigureId::Memory) => ("메모리", "작업이 끝나고 서버만 쉬고 있을 때: VM은 qemu 프로세스의 RSS, 상자는 cgroup의 memory.current"),
+        (Lang::Ko, FigureId::Disk) => ("디스크", "VM은 커널과 initramfs 파일, 상자는 이미지의 레이어"),
+        (Lang::Ko, FigureId::Cpu) => ("CPU 계산", "데이터를 해시하기: CPU만 쓰는 일"),
+        (Lang::Ko, FigureId::Files) => ("작은 파일", "작은 파일을 만들고 지우기: 시스템 콜이 많은 일"),
+        (Lang::Ko, FigureId::Forks) => ("프로세스 띄우기", "짧은 프로세스를 여러 번: fork, exec, exit, wait"),
+        (Lang::Ko, FigureId::Request) => ("HTTP 요청", "호스트 포트를 거쳐 안의 작은 서버에 HTTP 요청 하나"),
+        (Lang::Ko, FigureId::Teardown) => ("정리", "멈추라고 한 때부터 VM이나 상자가 사라질 때까지"),
+        (Lang::En, FigureId::FirstOutput) => ("To the first output", "From launch to the workload's first line (the VM boots first)"),
+        (Lang::En, FigureId::Exit) => ("To exit", "From launch to the workload's exit"),
+        (Lang::En, FigureId::Memory) => ("Memory", "With the server idle after the workload: qemu's RSS for the VM, the cgroup's memory.current for the box"),
+        (Lang::En, FigureId::Disk) => ("Disk", "The VM's kernel and initramfs vs the image's layers"),
+        (Lang::En, FigureId::Cpu) => ("CPU work", "Hashing data: CPU-bound"),
+        (Lang::En, FigureId::Files) => ("Small files", "Creating and removing small files: syscall-heavy"),
+        (Lang::En, FigureId::Forks) => ("Processes", "Starting short processes: fork, exec, exit, wait"),
+        (Lang::En, FigureId::Request) => ("HTTP request", "One request through a forwarded host port to a small server"),
+        (Lang::En, FigureId::Teardown) => ("Teardown", "From asking it to stop to the VM or box being gone"),
     }
 }

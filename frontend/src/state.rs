@@ -7,8 +7,9 @@ use std::rc::Rc;
 use std::collections::{HashMap, VecDeque};
 
 use damda_protocol::{
-    CgroupLimits, CgroupStats, Counters, Demo, ErrorCode, LayerView, NetworkView, OutputStream,
-    Provenance, Snapshot, StepError, StepId, StepInfo, UpperEntry, UpperKind,
+    CgroupLimits, CgroupStats, CompareStage, Comparison, Counters, Demo, ErrorCode, LayerView,
+    NetworkView, OutputStream, Provenance, Snapshot, StepError, StepId, StepInfo, UpperEntry,
+    UpperKind,
 };
 use yew::prelude::*;
 
@@ -31,6 +32,14 @@ pub enum Connection {
 pub enum LessonView {
     Intro,
     Step,
+}
+
+/// What the main area shows: the box built step by step, or the same
+/// workload in a box and in a VM side by side.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum MainView {
+    Steps,
+    Compare,
 }
 
 /// An error message from the server, kept until dismissed or replaced.
@@ -418,6 +427,45 @@ pub struct ImportState {
     pub refused: bool,
 }
 
+/// How far a comparison is, from the last `comparing` message.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct CompareProgress {
+    pub stage: CompareStage,
+    pub run: u32,
+    pub runs: u32,
+    /// How many stages have started, this one included: counted as they
+    /// come, so the bar moves on whatever order the server runs them in.
+    pub started: u32,
+}
+
+impl CompareProgress {
+    /// Every stage of the comparison: preparing, the KVM trial, and a
+    /// container and a VM stage per run.
+    pub fn total(&self) -> u32 {
+        2 + 2 * self.runs
+    }
+
+    /// The stages finished, for the progress bar.
+    pub fn done(&self) -> u32 {
+        self.started.saturating_sub(1).min(self.total())
+    }
+}
+
+/// The comparison's exchange with the server.
+#[derive(Clone, PartialEq, Debug, Default)]
+pub struct CompareState {
+    /// The runs asked for, until the comparison or its error arrives.
+    pub pending: Option<u32>,
+    pub progress: Option<CompareProgress>,
+    /// The last comparison that finished.
+    pub result: Option<Rc<Comparison>>,
+}
+
+/// Error codes that answer a comparison (shown in the banner).
+fn is_compare_error(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::CompareRunning | ErrorCode::CompareFailed)
+}
+
 /// Error codes that only a terminal request gets: never the answer to a
 /// commit or an image switch.
 fn is_terminal_only(code: ErrorCode) -> bool {
@@ -450,6 +498,7 @@ pub struct State {
     /// The message of a replay in progress.
     pub busy: Option<String>,
     pub view: LessonView,
+    pub main: MainView,
     pub terminal: Rc<Terminal>,
     /// Live usage of the box's cgroup, from `usage` messages.
     pub usage: Rc<UsageHistory>,
@@ -467,6 +516,7 @@ pub struct State {
     /// The image the box is being rebuilt from, until its snapshot arrives.
     pub switching: Option<String>,
     pub import: ImportState,
+    pub compare: CompareState,
 }
 
 impl State {
@@ -482,6 +532,7 @@ impl State {
             error: None,
             busy: None,
             view: LessonView::Step,
+            main: MainView::Steps,
             terminal: Rc::default(),
             usage: Rc::default(),
             demo_baseline: None,
@@ -492,6 +543,7 @@ impl State {
             commit: CommitState::default(),
             switching: None,
             import: ImportState::default(),
+            compare: CompareState::default(),
         }
     }
 
@@ -582,6 +634,17 @@ pub enum Action {
     ImportProgress(ImportProgress),
     /// The images it stored.
     Imported(Vec<String>),
+    ShowMain(MainView),
+    /// A comparison of this many runs was asked for.
+    CompareSent(u32),
+    /// How far it is.
+    Comparing {
+        stage: CompareStage,
+        run: u32,
+        runs: u32,
+    },
+    /// The finished comparison.
+    Compared(Box<Comparison>),
 }
 
 impl Reducible for State {
@@ -608,6 +671,9 @@ impl Reducible for State {
                     if next.terminal.running {
                         Rc::make_mut(&mut next.terminal).running = false;
                     }
+                    // So did the comparison's answer.
+                    next.compare.pending = None;
+                    next.compare.progress = None;
                 }
             }
             Action::Session(id) => next.session = Some(id),
@@ -677,6 +743,16 @@ impl Reducible for State {
                 }
             }
             Action::Busy(message) => next.busy = Some(message),
+            // The comparison's answer, in the banner; `bad_message` while it
+            // runs is a server that does not know `compare`.
+            Action::ServerError(error)
+                if is_compare_error(error.code)
+                    || (next.compare.pending.is_some() && error.code == ErrorCode::BadMessage) =>
+            {
+                next.compare.pending = None;
+                next.compare.progress = None;
+                next.error = Some(error);
+            }
             Action::ServerError(error)
                 if next.import.pending.is_some() && !is_terminal_only(error.code) =>
             {
@@ -863,6 +939,43 @@ impl Reducible for State {
                 next.import.error = None;
                 next.import.result = Some(Rc::new(names));
             }
+            Action::ShowMain(main) => next.main = main,
+            Action::CompareSent(runs) => {
+                next.compare = CompareState {
+                    pending: Some(runs),
+                    ..CompareState::default()
+                };
+                // An earlier comparison's error is answered by this one.
+                if next
+                    .error
+                    .as_ref()
+                    .is_some_and(|e| is_compare_error(e.code))
+                {
+                    next.error = None;
+                }
+            }
+            Action::Comparing { stage, run, runs } => {
+                // Only the comparison asked for has progress to show.
+                if next.compare.pending.is_none() {
+                    return self;
+                }
+                let last = next.compare.progress;
+                if last.is_some_and(|p| (p.stage, p.run, p.runs) == (stage, run, runs)) {
+                    return self;
+                }
+                next.compare.progress = Some(CompareProgress {
+                    stage,
+                    run,
+                    runs,
+                    started: last.map_or(0, |p| p.started) + 1,
+                });
+            }
+            Action::Compared(comparison) => {
+                next.compare = CompareState {
+                    result: Some(Rc::new(*comparison)),
+                    ..CompareState::default()
+                };
+            }
             Action::TermClear => {
                 let running = next.terminal.running;
                 let refused = next.terminal.refused;
@@ -1018,6 +1131,69 @@ mod tests {
             .percent(),
             100
         );
+    }
+
+    fn comparison() -> Box<Comparison> {
+        Box::new(Comparison {
+            accelerator: damda_protocol::Accelerator::Tcg,
+            kvm_trial: String::new(),
+            runs: 2,
+            host_kernel: "6.1.0".to_owned(),
+            guest_kernel: "6.1.0".to_owned(),
+            guest_init: String::new(),
+            vm_memory_mib: 256,
+            vm_cpus: 1,
+            container_cpus: 1.0,
+            image: "damda.local/busybox-httpd:latest".to_owned(),
+            workload: String::new(),
+            vm_command: String::new(),
+            container_command: String::new(),
+            figures: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn a_comparison_shows_progress_then_its_result_or_its_error() {
+        let comparing = |stage, run| Action::Comparing {
+            stage,
+            run,
+            runs: 2,
+        };
+        let mut state = Rc::new(State::new(Lang::Ko));
+        // Progress with nothing asked is nobody's.
+        state = state.reduce(comparing(CompareStage::Preparing, 0));
+        assert_eq!(state.compare.progress, None);
+        state = state
+            .reduce(Action::CompareSent(2))
+            .reduce(comparing(CompareStage::Preparing, 0))
+            .reduce(comparing(CompareStage::KvmTrial, 0))
+            .reduce(comparing(CompareStage::Container, 1))
+            .reduce(comparing(CompareStage::Container, 1));
+        let progress = state.compare.progress.unwrap();
+        assert_eq!((progress.done(), progress.total()), (2, 6));
+        // Another comparison runs: the banner says so, the button is back.
+        let refused = state.clone().reduce(error(ErrorCode::CompareRunning));
+        assert_eq!(refused.compare.pending, None);
+        assert_eq!(refused.compare.progress, None);
+        assert_eq!(
+            refused.error.as_ref().map(|e| e.code),
+            Some(ErrorCode::CompareRunning)
+        );
+        // Asking again clears that error.
+        assert_eq!(refused.reduce(Action::CompareSent(1)).error, None);
+        // An unrelated refusal leaves the comparison running.
+        let other = state.clone().reduce(error(ErrorCode::NoSuchMove));
+        assert_eq!(other.compare.pending, Some(2));
+
+        state = state.reduce(Action::Compared(comparison()));
+        assert_eq!(state.compare.pending, None);
+        assert_eq!(state.compare.result.as_ref().unwrap().runs, 2);
+        // A new run starts afresh.
+        state = state.reduce(Action::CompareSent(3));
+        assert_eq!(state.compare.result, None);
+        // A lost connection takes the answer with it.
+        state = state.reduce(Action::Connection(Connection::Closed { retry_in_ms: 500 }));
+        assert_eq!(state.compare.pending, None);
     }
 
     #[test]

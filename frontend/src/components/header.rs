@@ -1,8 +1,9 @@
 use yew::prelude::*;
 
 use crate::components::connection_status::ConnectionStatus;
+use crate::components::view_switch::ViewSwitch;
 use crate::i18n::Lang;
-use crate::state::Connection;
+use crate::state::{Connection, MainView};
 
 #[derive(PartialEq, Properties)]
 pub struct HeaderProps {
@@ -10,6 +11,9 @@ pub struct HeaderProps {
     pub connection: Connection,
     pub session: Option<String>,
     pub on_lang: Callback<Lang>,
+    pub view: MainView,
+    pub compare_running: bool,
+    pub on_view: Callback<MainView>,
 }
 
 #[function_component(Header)]
@@ -44,6 +48,8 @@ pub fn header(props: &HeaderProps) -> Html {
                     <p class="brand-subtitle">{ t.subtitle }</p>
                 </div>
             </div>
+            <ViewSwitch lang={props.lang} view={props.view} compare_running={props.compare_running}
+                on_view={props.on_view.clone()} />
             <div class="header-tools">
                 <div class="lang-toggle" role="group" aria-label={t.language}>
                     { lang_button(Lang::Ko, "한국어") }

@@ -1,5 +1,6 @@
 //! ArrowRight = next, ArrowLeft = back, anywhere on the page except while
-//! typing or with a modifier held.
+//! typing or with a modifier held, and only while `enabled` (the steps are
+//! on screen).
 
 use gloo::events::EventListener;
 use wasm_bindgen::JsCast;
@@ -7,9 +8,9 @@ use web_sys::{HtmlElement, KeyboardEvent};
 use yew::prelude::*;
 
 #[hook]
-pub fn use_arrow_keys(on_back: Callback<()>, on_next: Callback<()>) {
-    let latest = use_mut_ref(|| (on_back.clone(), on_next.clone()));
-    *latest.borrow_mut() = (on_back, on_next);
+pub fn use_arrow_keys(enabled: bool, on_back: Callback<()>, on_next: Callback<()>) {
+    let latest = use_mut_ref(|| None);
+    *latest.borrow_mut() = enabled.then_some((on_back, on_next));
 
     use_effect_with((), move |_| {
         let listener = EventListener::new(&gloo::utils::window(), "keydown", move |event| {
@@ -22,9 +23,12 @@ pub fn use_arrow_keys(on_back: Callback<()>, on_next: Callback<()>) {
             if event.repeat() || event.default_prevented() || typing_in(event) {
                 return;
             }
+            let Some((on_back, on_next)) = latest.borrow().clone() else {
+                return;
+            };
             let callback = match event.key().as_str() {
-                "ArrowRight" => latest.borrow().1.clone(),
-                "ArrowLeft" => latest.borrow().0.clone(),
+                "ArrowRight" => on_next,
+                "ArrowLeft" => on_back,
                 _ => return,
             };
             event.prevent_default();
