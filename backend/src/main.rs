@@ -213,7 +213,13 @@ impl BoxArgs {
         paths: &Paths,
         rootfs: Option<std::path::PathBuf>,
     ) -> anyhow::Result<(Arc<Engine>, Arc<Ledger>)> {
-        engine(paths, rootfs, self.limits.limits()?, &self.network, self.volumes)
+        engine(
+            paths,
+            rootfs,
+            self.limits.limits()?,
+            &self.network,
+            self.volumes,
+        )
     }
 }
 

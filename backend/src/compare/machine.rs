@@ -157,7 +157,10 @@ impl Machine {
             ..self.config.clone()
         };
         let Ok(mut vm) = RunningVm::start(&config, &self.initrd, Accel::Kvm) else {
-            return (Accel::Tcg, "qemu could not be started with -accel kvm".into());
+            return (
+                Accel::Tcg,
+                "qemu could not be started with -accel kvm".into(),
+            );
         };
         let deadline = vm.started() + Duration::from_secs(10);
         let booted = vm.wait_for(INIT_MARK, deadline);
@@ -215,7 +218,8 @@ impl Machine {
             attempts += 1;
             let mut vm = RunningVm::start(&config, &self.initrd, accel)?;
             match vm.wait_for(INIT_MARK, vm.started() + config.boot_timeout) {
-                Ok((line, _)) => break (vm, line),
+                // The firmware's last words may share the line.
+                Ok((line, _)) => break (vm, line[line.find(INIT_MARK).unwrap_or(0)..].to_owned()),
                 Err(Missed::TimedOut) if attempts <= config.retries => continue,
                 Err(missed) => return Err(failed(&vm, missed, "/init started")),
             }
@@ -240,10 +244,8 @@ impl Machine {
         }
         vm.wait_for(READY_MARK, deadline)
             .map_err(|m| failed(&vm, m, READY_MARK))?;
-        let timings = workload::timings(&lines).map_err(|reason| CompareError::Workload {
-            side: "vm",
-            reason,
-        })?;
+        let timings = workload::timings(&lines)
+            .map_err(|reason| CompareError::Workload { side: "vm", reason })?;
         let request = requests(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)))
             .map_err(|reason| CompareError::Request { side: "vm", reason })?;
         let memory = resident_bytes(vm.pid())?;
@@ -301,10 +303,22 @@ mod tests {
     #[test]
     fn init_loads_modules_starts_the_server_and_waits_for_stop() {
         let script = init_script(
-            &["/lib/modules/x/virtio.ko".into(), "/lib/modules/x/virtio_net.ko".into()],
-            &["httpd".into(), "-f".into(), "-p".into(), "80".into(), "-h".into(), "/www".into()],
+            &[
+                "/lib/modules/x/virtio.ko".into(),
+                "/lib/modules/x/virtio_net.ko".into(),
+            ],
+            &[
+                "httpd".into(),
+                "-f".into(),
+                "-p".into(),
+                "80".into(),
+                "-h".into(),
+                "/www".into(),
+            ],
         );
-        assert!(script.contains("for module in /lib/modules/x/virtio.ko /lib/modules/x/virtio_net.ko;"));
+        assert!(
+            script.contains("for module in /lib/modules/x/virtio.ko /lib/modules/x/virtio_net.ko;")
+        );
         assert!(script.contains("cd / && httpd -f -p 80 -h /www &\n"));
         let workload = script.find("sh /damda-workload.sh").unwrap();
         assert!(script.find("httpd -f").unwrap() < workload);

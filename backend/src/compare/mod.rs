@@ -77,7 +77,10 @@ fn request(address: SocketAddr) -> Result<Duration, String> {
     let elapsed = started.elapsed();
     let head = String::from_utf8_lossy(&answer[..answer.len().min(64)]).into_owned();
     if !head.starts_with("HTTP/1.") || !head.contains(" 200") {
-        return Err(format!("{address} answered `{}`", head.lines().next().unwrap_or("")));
+        return Err(format!(
+            "{address} answered `{}`",
+            head.lines().next().unwrap_or("")
+        ));
     }
     Ok(elapsed)
 }
@@ -182,7 +185,11 @@ pub fn compare(
         .iter()
         .enumerate()
         .map(|(index, layer)| FigurePart {
-            name: format!("layer {} ({})", index + 1, crate::image::short_id(layer.digest())),
+            name: format!(
+                "layer {} ({})",
+                index + 1,
+                crate::image::short_id(layer.digest())
+            ),
             bytes: layer.size(),
         })
         .collect();
@@ -317,14 +324,18 @@ fn figures(
 ) -> Vec<Figure> {
     use FigureUnit::{Bytes, Milliseconds};
     let measured: [(FigureId, FigureUnit, fn(&Sample) -> f64); 8] = [
-        (FigureId::FirstOutput, Milliseconds, |s| milliseconds(s.first_output)),
+        (FigureId::FirstOutput, Milliseconds, |s| {
+            milliseconds(s.first_output)
+        }),
         (FigureId::Exit, Milliseconds, |s| milliseconds(s.exit)),
         (FigureId::Memory, Bytes, |s| s.memory as f64),
         (FigureId::Cpu, Milliseconds, |s| milliseconds(s.cpu)),
         (FigureId::Files, Milliseconds, |s| milliseconds(s.files)),
         (FigureId::Forks, Milliseconds, |s| milliseconds(s.forks)),
         (FigureId::Request, Milliseconds, |s| milliseconds(s.request)),
-        (FigureId::Teardown, Milliseconds, |s| milliseconds(s.teardown)),
+        (FigureId::Teardown, Milliseconds, |s| {
+            milliseconds(s.teardown)
+        }),
     ];
     let mut figures: Vec<Figure> = measured
         .into_iter()
@@ -386,7 +397,12 @@ mod tests {
         let line = docker_line(&limits, "damda.local/busybox-httpd:latest");
         assert!(line.starts_with("docker run --rm --memory 512m"), "{line}");
         assert!(line.contains("--cpus 1 "), "{line}");
-        assert!(line.contains(" -p 8081:80 damda.local/busybox-httpd:latest sh -c 'echo DAMDA-WL start\n"), "{line}");
+        assert!(
+            line.contains(
+                " -p 8081:80 damda.local/busybox-httpd:latest sh -c 'echo DAMDA-WL start\n"
+            ),
+            "{line}"
+        );
         assert!(!line.contains("-it"), "{line}");
     }
 
@@ -403,7 +419,12 @@ mod tests {
             teardown: Duration::from_millis(20),
             guest_init: String::new(),
         };
-        let disk = |bytes| vec![FigurePart { name: "x".into(), bytes }];
+        let disk = |bytes| {
+            vec![FigurePart {
+                name: "x".into(),
+                bytes,
+            }]
+        };
         let figures = figures(
             std::slice::from_ref(&sample),
             &[sample.clone(), sample],
@@ -412,11 +433,24 @@ mod tests {
         );
         let ids: Vec<FigureId> = figures.iter().map(|f| f.id).collect();
         assert_eq!(ids.len(), 9);
-        for id in [FigureId::FirstOutput, FigureId::Exit, FigureId::Memory, FigureId::Disk, FigureId::Cpu, FigureId::Files, FigureId::Forks, FigureId::Request, FigureId::Teardown] {
+        for id in [
+            FigureId::FirstOutput,
+            FigureId::Exit,
+            FigureId::Memory,
+            FigureId::Disk,
+            FigureId::Cpu,
+            FigureId::Files,
+            FigureId::Forks,
+            FigureId::Request,
+            FigureId::Teardown,
+        ] {
             assert_eq!(ids.iter().filter(|i| **i == id).count(), 1, "{id:?}");
         }
         let memory = figures.iter().find(|f| f.id == FigureId::Memory).unwrap();
-        assert_eq!((memory.unit, memory.container.median), (FigureUnit::Bytes, 4194304.0));
+        assert_eq!(
+            (memory.unit, memory.container.median),
+            (FigureUnit::Bytes, 4194304.0)
+        );
         let cpu = figures.iter().find(|f| f.id == FigureId::Cpu).unwrap();
         assert_eq!((cpu.vm.median, cpu.vm.samples.len()), (100.0, 2));
         let disk = figures.iter().find(|f| f.id == FigureId::Disk).unwrap();

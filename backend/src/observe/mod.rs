@@ -264,7 +264,10 @@ mod tests {
         assert_eq!(info.ppid, 9409);
         assert_eq!(info.uid, [0, 0, 0, 0]);
         assert_eq!(info.nspid, vec![9412]);
-        assert_eq!(resident_kib(include_str!("fixtures/status.txt")), Some(1744));
+        assert_eq!(
+            resident_kib(include_str!("fixtures/status.txt")),
+            Some(1744)
+        );
         assert_eq!(resident_kib("Name:\tkthreadd\nPid:\t2\n"), None);
     }
 

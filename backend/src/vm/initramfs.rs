@@ -9,7 +9,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Node {
     Dir,
@@ -285,7 +284,11 @@ fn find_modules(
         let path = entry.map_err(io_error("listing", dir))?.path();
         if path.is_dir() {
             find_modules(root, &path, found)?;
-        } else if let Some(stem) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".ko")) {
+        } else if let Some(stem) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".ko"))
+        {
             let data = std::fs::read(&path).map_err(io_error("reading", &path))?;
             let inside = format!("/{}", path.strip_prefix(root).unwrap_or(&path).display());
             // The kernel names modules with underscores whatever the file says.
@@ -327,7 +330,9 @@ fn load_order(
         )));
     };
     if depth > 16 {
-        return Err(VmError::Module(format!("{path}: dependencies nest too deep")));
+        return Err(VmError::Module(format!(
+            "{path}: dependencies nest too deep"
+        )));
     }
     for dependency in module_depends(data) {
         load_order(&dependency, found, order, depth + 1)?;
@@ -369,7 +374,10 @@ mod tests {
     #[test]
     fn module_depends_reads_the_modinfo_string() {
         let module = b"\x7fELF\0\0license=GPL\0depends=virtio_ring,virtio,net_failover\0retpoline=Y\0name=virtio_net\0";
-        assert_eq!(module_depends(module), ["virtio_ring", "virtio", "net_failover"]);
+        assert_eq!(
+            module_depends(module),
+            ["virtio_ring", "virtio", "net_failover"]
+        );
         assert!(module_depends(b"\0depends=\0name=virtio\0").is_empty());
         assert!(module_depends(b"no modinfo here").is_empty());
     }
@@ -379,13 +387,34 @@ mod tests {
         let root = TempDir::new("damda-test-modules").unwrap();
         let dir = root.path().join("lib/modules/6.1.0/kernel");
         std::fs::create_dir_all(&dir).unwrap();
-        for (name, depends) in [("virtio_net", "virtio_ring,failover"), ("virtio_ring", "virtio"), ("virtio", ""), ("failover", ""), ("unused", "")] {
-            std::fs::write(dir.join(format!("{name}.ko")), format!("\0depends={depends}\0name={name}\0")).unwrap();
+        for (name, depends) in [
+            ("virtio_net", "virtio_ring,failover"),
+            ("virtio_ring", "virtio"),
+            ("virtio", ""),
+            ("failover", ""),
+            ("unused", ""),
+        ] {
+            std::fs::write(
+                dir.join(format!("{name}.ko")),
+                format!("\0depends={depends}\0name={name}\0"),
+            )
+            .unwrap();
         }
         let mut initramfs = Initramfs::new();
         let order = initramfs.modules(root.path(), &["virtio_net"]).unwrap();
-        assert_eq!(order, ["/lib/modules/6.1.0/kernel/virtio.ko", "/lib/modules/6.1.0/kernel/virtio_ring.ko", "/lib/modules/6.1.0/kernel/failover.ko", "/lib/modules/6.1.0/kernel/virtio_net.ko"]);
-        let missing = initramfs.modules(root.path(), &["e1000"]).unwrap_err().to_string();
+        assert_eq!(
+            order,
+            [
+                "/lib/modules/6.1.0/kernel/virtio.ko",
+                "/lib/modules/6.1.0/kernel/virtio_ring.ko",
+                "/lib/modules/6.1.0/kernel/failover.ko",
+                "/lib/modules/6.1.0/kernel/virtio_net.ko"
+            ]
+        );
+        let missing = initramfs
+            .modules(root.path(), &["e1000"])
+            .unwrap_err()
+            .to_string();
         assert!(missing.contains("e1000"), "{missing}");
     }
 

@@ -354,7 +354,11 @@ impl RunningVm {
 
     /// Reads the console until a line containing `mark`, before `deadline`;
     /// returns the line and when it arrived, counted from qemu's start.
-    pub fn wait_for(&mut self, mark: &str, deadline: Instant) -> Result<(String, Duration), Missed> {
+    pub fn wait_for(
+        &mut self,
+        mark: &str,
+        deadline: Instant,
+    ) -> Result<(String, Duration), Missed> {
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -502,7 +506,6 @@ pub fn boot(config: &VmConfig, initrd: &Path) -> Result<VmRun, VmError> {
         tail: tail(&last),
     })
 }
-
 
 /// A directory removed with everything in it when dropped.
 pub struct TempDir(PathBuf);
