@@ -316,6 +316,9 @@ fn milliseconds(time: Duration) -> f64 {
     time.as_secs_f64() * 1000.0
 }
 
+/// A figure read from each run's sample.
+type Measured = (FigureId, FigureUnit, fn(&Sample) -> f64);
+
 fn figures(
     boxes: &[Sample],
     vms: &[Sample],
@@ -323,7 +326,7 @@ fn figures(
     vm_disk: Vec<FigurePart>,
 ) -> Vec<Figure> {
     use FigureUnit::{Bytes, Milliseconds};
-    let measured: [(FigureId, FigureUnit, fn(&Sample) -> f64); 8] = [
+    let measured: [Measured; 8] = [
         (FigureId::FirstOutput, Milliseconds, |s| {
             milliseconds(s.first_output)
         }),
@@ -427,7 +430,7 @@ mod tests {
         };
         let figures = figures(
             std::slice::from_ref(&sample),
-            &[sample.clone(), sample],
+            &[sample.clone(), sample.clone()],
             disk(10),
             disk(20),
         );
@@ -456,5 +459,71 @@ mod tests {
         let disk = figures.iter().find(|f| f.id == FigureId::Disk).unwrap();
         assert!(!disk.emulated);
         assert_eq!((disk.container.median, disk.vm.median), (10.0, 20.0));
+    }
+
+    #[test]
+    fn the_table_names_the_accelerator_and_marks_emulated_figures() {
+        let sample = |ms: u64, memory: u64| Sample {
+            first_output: Duration::from_millis(ms),
+            exit: Duration::from_millis(ms * 2),
+            cpu: Duration::from_millis(ms),
+            files: Duration::from_millis(ms),
+            forks: Duration::from_millis(ms),
+            request: Duration::from_millis(ms),
+            memory,
+            teardown: Duration::from_millis(ms),
+            guest_init: String::new(),
+        };
+        let part = |bytes| {
+            vec![FigurePart {
+                name: "x".into(),
+                bytes,
+            }]
+        };
+        let mut comparison = Comparison {
+            accelerator: Accelerator::Tcg,
+            kvm_trial: "KVM did not reach /init within 10 s".into(),
+            runs: 2,
+            host_kernel: "6.18.0".into(),
+            guest_kernel: "6.1.0-56-amd64".into(),
+            guest_init: String::new(),
+            vm_memory_mib: 512,
+            vm_cpus: 1,
+            container_cpus: 1.0,
+            image: "damda.local/busybox-httpd:latest".into(),
+            workload: workload::SCRIPT.into(),
+            vm_command: String::new(),
+            container_command: String::new(),
+            figures: figures(
+                &[sample(40, 1 << 20), sample(60, 1 << 20)],
+                &[sample(100, 200 << 20), sample(100, 200 << 20)],
+                part(1 << 20),
+                part(9 << 20),
+            ),
+        };
+        let table = table(&comparison);
+        assert!(
+            table.contains("accelerator: TCG, software emulation (KVM did not"),
+            "{table}"
+        );
+        let first = table
+            .lines()
+            .find(|l| l.starts_with("start: first output"))
+            .unwrap();
+        assert!(first.contains("50 ms (40 ms–60 ms)"), "{first}");
+        assert!(first.contains("100 ms"), "{first}");
+        assert!(first.ends_with("2.0× *"), "{first}");
+        let disk = table.lines().find(|l| l.starts_with("disk")).unwrap();
+        assert!(disk.contains("1.0 MiB") && disk.ends_with("9.0×"), "{disk}");
+        let memory = table.lines().find(|l| l.starts_with("memory")).unwrap();
+        assert!(
+            memory.contains("200.0 MiB") && memory.contains("200.0× *"),
+            "{memory}"
+        );
+        assert!(table.contains("measures qemu's emulator"));
+        comparison.accelerator = Accelerator::Kvm;
+        let table = super::table(&comparison);
+        assert!(table.contains("accelerator: KVM"), "{table}");
+        assert!(!table.contains(" *"), "{table}");
     }
 }

@@ -418,6 +418,7 @@ mod tests {
         assert!(missing.contains("e1000"), "{missing}");
     }
 
+    #[test]
     fn ldd_output_names_the_loader_and_libraries() {
         let text = "\tlinux-vdso.so.1 (0x00007ffd5a9f2000)\n\
                     \tlibgcc_s.so.1 => /lib/x86_64-linux-gnu/libgcc_s.so.1 (0x00007f1e2c5d0000)\n\
