@@ -865,3 +865,103 @@ async fn network_step_draws_the_bridge_and_the_box_pings_its_gateway() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn comparison_view_runs_a_vm_and_a_box_and_charts_them() {
+    run(
+        "comparison_view_runs_a_vm_and_a_box_and_charts_them",
+        async |page: &Page| {
+            page.wait_step("host", FIRST_WAIT).await?;
+            page.c()
+                .find(Locator::Css("#view-compare"))
+                .await?
+                .click()
+                .await?;
+            let title = page.wait_lesson("compare", "ko").await?;
+            ensure!(
+                title == lesson_title("ko", "compare"),
+                "the comparison's lesson {title:?}"
+            );
+            // The two stacks are drawn before any run: the VM has a guest
+            // kernel of its own, the containers share the host's.
+            let vm_stack = page.text("#stack-vm").await?.unwrap_or_default();
+            let box_stack = page.text("#stack-container").await?.unwrap_or_default();
+            ensure!(!vm_stack.is_empty() && !box_stack.is_empty(), "no stacks");
+            page.c()
+                .find(Locator::Css("#compare-runs"))
+                .await?
+                .select_by_value("1")
+                .await?;
+            page.c()
+                .find(Locator::Css("#compare-run"))
+                .await?
+                .click()
+                .await?;
+            page.wait_js(
+                "progress while the comparison runs",
+                STEP_WAIT,
+                "return !!document.querySelector('#compare-progress');",
+            )
+            .await?;
+            let accelerator = page
+                .wait_js(
+                    "the comparison's result",
+                    Duration::from_secs(240),
+                    "const r = document.querySelector('#compare-results'); \
+                     return r && r.dataset.accelerator;",
+                )
+                .await?;
+            let accelerator = accelerator.as_str().unwrap_or_default().to_owned();
+            ensure!(
+                accelerator == "TCG" || accelerator == "KVM",
+                "accelerator {accelerator:?}"
+            );
+            let shown = page.text("#compare-accelerator").await?.unwrap_or_default();
+            ensure!(shown.contains(&accelerator), "{shown:?}");
+            for figure in [
+                "first_output",
+                "exit",
+                "memory",
+                "disk",
+                "cpu",
+                "files",
+                "forks",
+                "request",
+                "teardown",
+            ] {
+                for side in ["container", "vm"] {
+                    let selector = format!(
+                        ".compare-figure[data-figure=\"{figure}\"] .compare-{side}-value"
+                    );
+                    let value = page.text(&selector).await?.unwrap_or_default();
+                    ensure!(
+                        value.chars().any(|c| c.is_ascii_digit()),
+                        "{selector}: {value:?}"
+                    );
+                }
+            }
+            page.screenshot("compare").await?;
+            page.c()
+                .execute(
+                    "document.querySelector('.compare-figure[data-figure=\"memory\"]').scrollIntoView();",
+                    vec![],
+                )
+                .await?;
+            page.screenshot("compare-charts").await?;
+            // Back to the steps: the stepper is there again.
+            page.c()
+                .find(Locator::Css("#view-steps"))
+                .await?
+                .click()
+                .await?;
+            page.wait_js(
+                "the steps view again",
+                STEP_WAIT,
+                "return !!document.querySelector('main#app[data-view=\"steps\"] button[data-step=\"host\"]');",
+            )
+            .await?;
+            Ok(())
+        },
+    )
+    .await;
+}
