@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # damda's benchmark: step apply / replay times (p50/p95 over 50 boxes by
 # default), the page's wasm size raw and gzipped, and page load to first
-# rendered snapshot in headless Chromium. Pass --runs N to change the count.
+# rendered snapshot in headless Chromium, then the VM-vs-container comparison
+# (five runs of each side). Pass --runs N to change the step count.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
@@ -14,3 +15,5 @@ for wasm in frontend/dist/*.wasm; do
     "$(stat -c %s "$wasm")" "$(gzip -9 -c "$wasm" | wc -c)"
 done
 $SUDO env "DAMDA_BIN=$(pwd)/target/release/damda" target/release/damda-bench "$@"
+echo "== VM vs container (damda compare --runs 5)"
+$SUDO target/release/damda compare --runs 5

@@ -1514,7 +1514,7 @@ pub fn figure_text(lang: Lang, id: FigureId) -> (&'static str, &'static str) {
     match (lang, id) {
         (Lang::Ko, FigureId::FirstOutput) => ("첫 출력까지", "시작하라고 한 때부터 작업이 첫 줄을 찍을 때까지 (VM은 부팅부터)"),
         (Lang::Ko, FigureId::Exit) => ("끝날 때까지", "시작하라고 한 때부터 작업이 끝나고 나올 때까지"),
-        (Lang::Ko, FigureId::Memory) => ("메모리", "작업이 끝나고 서버만 쉬고 있을 때: VM은 qemu 프로세스의 RSS, 상자는 cgroup의 memory.current"),
+        (Lang::Ko, FigureId::Memory) => ("메모리", "작업이 끝나고 서버만 쉬고 있을 때: VM은 qemu 프로세스의 RSS, 상자는 cgroup에 청구된 메모리(v2 memory.current, v1 memory.usage_in_bytes)"),
         (Lang::Ko, FigureId::Disk) => ("디스크", "VM은 커널과 initramfs 파일, 상자는 이미지의 레이어"),
         (Lang::Ko, FigureId::Cpu) => ("CPU 계산", "데이터를 해시하기: CPU만 쓰는 일"),
         (Lang::Ko, FigureId::Files) => ("작은 파일", "작은 파일을 만들고 지우기: 시스템 콜이 많은 일"),
@@ -1523,7 +1523,7 @@ pub fn figure_text(lang: Lang, id: FigureId) -> (&'static str, &'static str) {
         (Lang::Ko, FigureId::Teardown) => ("정리", "멈추라고 한 때부터 VM이나 상자가 사라질 때까지"),
         (Lang::En, FigureId::FirstOutput) => ("To the first output", "From launch to the workload's first line (the VM boots first)"),
         (Lang::En, FigureId::Exit) => ("To exit", "From launch to the workload's exit"),
-        (Lang::En, FigureId::Memory) => ("Memory", "With the server idle after the workload: qemu's RSS for the VM, the cgroup's memory.current for the box"),
+        (Lang::En, FigureId::Memory) => ("Memory", "With the server idle after the workload: qemu's RSS for the VM, what the box's cgroup is charged for the box (v2 memory.current, v1 memory.usage_in_bytes)"),
         (Lang::En, FigureId::Disk) => ("Disk", "The VM's kernel and initramfs vs the image's layers"),
         (Lang::En, FigureId::Cpu) => ("CPU work", "Hashing data: CPU-bound"),
         (Lang::En, FigureId::Files) => ("Small files", "Creating and removing small files: syscall-heavy"),

@@ -2,7 +2,7 @@
 //! typing or with a modifier held, and only while `enabled` (the steps are
 //! on screen).
 
-use gloo::events::EventListener;
+use gloo::events::{EventListener, EventListenerOptions};
 use wasm_bindgen::JsCast;
 use web_sys::{HtmlElement, KeyboardEvent};
 use yew::prelude::*;
@@ -13,7 +13,11 @@ pub fn use_arrow_keys(enabled: bool, on_back: Callback<()>, on_next: Callback<()
     *latest.borrow_mut() = enabled.then_some((on_back, on_next));
 
     use_effect_with((), move |_| {
-        let listener = EventListener::new(&gloo::utils::window(), "keydown", move |event| {
+        // Not passive (gloo's default): the page must not also scroll
+        // sideways when an arrow key steps.
+        let options = EventListenerOptions::enable_prevent_default();
+        let window = gloo::utils::window();
+        let listener = EventListener::new_with_options(&window, "keydown", options, move |event| {
             let Some(event) = event.dyn_ref::<KeyboardEvent>() else {
                 return;
             };
