@@ -755,6 +755,21 @@ pub enum FigureId {
     Teardown,
 }
 
+impl FigureId {
+    /// Every figure, in the order a comparison reports them.
+    pub const ALL: [FigureId; 9] = [
+        FigureId::FirstOutput,
+        FigureId::Exit,
+        FigureId::Memory,
+        FigureId::Disk,
+        FigureId::Cpu,
+        FigureId::Files,
+        FigureId::Forks,
+        FigureId::Request,
+        FigureId::Teardown,
+    ];
+}
+
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
 #[serde(rename_all = "snake_case")]
 pub enum FigureUnit {

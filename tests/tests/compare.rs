@@ -13,8 +13,8 @@ use damda_protocol::{
     Accelerator, CompareStage, Comparison, ErrorCode, FigureId, FigureUnit, ServerMessage, StepId,
 };
 use serde_json::json;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -96,17 +96,8 @@ fn check_comparison(comparison: &Comparison, runs: u32) {
     assert_eq!(comparison.vm_cpus, 1);
     assert_eq!(comparison.container_cpus, 1.0);
     let ids: Vec<FigureId> = comparison.figures.iter().map(|f| f.id).collect();
-    for id in [
-        FigureId::FirstOutput,
-        FigureId::Exit,
-        FigureId::Memory,
-        FigureId::Disk,
-        FigureId::Cpu,
-        FigureId::Files,
-        FigureId::Forks,
-        FigureId::Request,
-        FigureId::Teardown,
-    ] {
+    assert_eq!(ids, FigureId::ALL, "every figure once, in order");
+    for id in FigureId::ALL {
         let figure = comparison
             .figures
             .iter()
@@ -191,29 +182,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// `GET /` on 127.0.0.1:port, retried while the guest's server comes up.
-fn page_from(port: u16) -> String {
-    poll(Duration::from_secs(20), "the VM's page", || {
-        let mut stream =
-            TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map_err(|e| e.to_string())?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(|e| e.to_string())?;
-        stream
-            .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .map_err(|e| e.to_string())?;
-        let mut page = String::new();
-        stream
-            .read_to_string(&mut page)
-            .map_err(|e| e.to_string())?;
-        if page.starts_with("HTTP/1.") {
-            Ok(page)
-        } else {
-            Err(format!("answered {page:?}"))
-        }
-    })
-}
-
 /// Runs the printed qemu command line by hand (on a free port): the guest
 /// boots, runs the workload, serves the image's page through the forward,
 /// and powers off when told.
@@ -265,7 +233,7 @@ fn boot_by_hand(comparison: &Comparison) {
         );
     }
     assert!(console.iter().any(|l| l.trim() == "DAMDA-VM-EXIT 0"));
-    let page = page_from(port);
+    let page = get_page(&format!("127.0.0.1:{port}"));
     assert!(page.contains(" 200 "), "{page}");
     assert!(
         page.contains("busybox httpd"),

@@ -87,15 +87,12 @@ pub(super) fn run(engine: &Arc<Engine>, limits: &Limits) -> Result<Sample, Compa
         .ok_or_else(|| failed("the box's cgroup has no memory figure".into()))?;
     let stopping = Instant::now();
     drop(session);
-    Ok(Sample {
-        first_output: timings.first_output,
+    Ok(Sample::new(
+        timings,
         exit,
-        cpu: timings.cpu,
-        files: timings.files,
-        forks: timings.forks,
         request,
         memory,
-        teardown: stopping.elapsed(),
-        guest_init: String::new(),
-    })
+        stopping.elapsed(),
+        String::new(),
+    ))
 }

@@ -30,13 +30,7 @@ pub(super) const CPUS: u32 = 1;
 fn init_script(modules: &[String], command: &[String]) -> String {
     let command: Vec<String> = command.iter().map(|w| quote(w)).collect();
     format!(
-        r#"#!/bin/sh
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-echo "{INIT_MARK} uptime $(cut -d' ' -f1 /proc/uptime) s, kernel $(uname -r)"
-if grep -q {TRIAL_ARG} /proc/cmdline; then poweroff -f; fi
+        r#"{preamble}if grep -q {TRIAL_ARG} /proc/cmdline; then poweroff -f; fi
 for module in {modules}; do insmod $module || echo "DAMDA-VM insmod $module failed"; done
 ip link set lo up
 ip link set eth0 up
@@ -49,6 +43,7 @@ echo "{READY_MARK}"
 read -r stop
 poweroff -f
 "#,
+        preamble = vm::init_preamble(),
         modules = modules.join(" "),
         command = command.join(" "),
     )
@@ -258,17 +253,14 @@ impl Machine {
                 reason: "the VM did not power off within 30 s and was killed".into(),
             });
         }
-        Ok(Sample {
-            guest_init,
-            first_output: timings.first_output,
+        Ok(Sample::new(
+            timings,
             exit,
-            cpu: timings.cpu,
-            files: timings.files,
-            forks: timings.forks,
             request,
             memory,
-            teardown: stopping.elapsed(),
-        })
+            stopping.elapsed(),
+            guest_init,
+        ))
     }
 }
 

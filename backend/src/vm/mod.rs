@@ -61,12 +61,9 @@ fn io_error(operation: &'static str, path: &Path) -> impl FnOnce(std::io::Error)
     }
 }
 
-/// An /init that mounts proc, sysfs and devtmpfs, mounts cgroup2 at
-/// /sys/fs/cgroup, enables every controller for a non-root group
-/// `/sys/fs/cgroup/test`, runs `command` from inside that group (as a real
-/// host runs services outside the root group), prints the
-/// [`RESULT_MARK`] line and powers off.
-pub fn init_script(command: &str) -> String {
+/// What every /init starts with: PATH, /proc, /sys and /dev mounted, and
+/// the [`INIT_MARK`] line with the guest's uptime and `uname -r`.
+pub fn init_preamble() -> String {
     format!(
         r#"#!/bin/sh
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -74,7 +71,18 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 echo "{INIT_MARK} uptime $(cut -d' ' -f1 /proc/uptime) s, kernel $(uname -r)"
-mount -t cgroup2 cgroup2 /sys/fs/cgroup
+"#
+    )
+}
+
+/// An /init that mounts proc, sysfs and devtmpfs, mounts cgroup2 at
+/// /sys/fs/cgroup, enables every controller for a non-root group
+/// `/sys/fs/cgroup/test`, runs `command` from inside that group (as a real
+/// host runs services outside the root group), prints the
+/// [`RESULT_MARK`] line and powers off.
+pub fn init_script(command: &str) -> String {
+    format!(
+        r#"{preamble}mount -t cgroup2 cgroup2 /sys/fs/cgroup
 echo "DAMDA-VM cgroup2 mount: $(grep ' - cgroup2 ' /proc/self/mountinfo)"
 echo "DAMDA-VM v1 hierarchies: $(grep -c ' - cgroup ' /proc/self/mountinfo)"
 echo "DAMDA-VM controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
@@ -86,7 +94,8 @@ echo "DAMDA-VM test group offers: $(cat /sys/fs/cgroup/test/cgroup.controllers)"
 sh -c 'echo $$ > /sys/fs/cgroup/test/cgroup.procs && echo "DAMDA-VM running in $(cat /proc/self/cgroup)" && exec {command}'
 echo "{RESULT_MARK} $?"
 poweroff -f
-"#
+"#,
+        preamble = init_preamble(),
     )
 }
 
