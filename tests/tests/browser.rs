@@ -888,6 +888,13 @@ async fn comparison_view_runs_a_vm_and_a_box_and_charts_them() {
             let box_stack = page.text("#stack-container").await?.unwrap_or_default();
             ensure!(!vm_stack.is_empty() && !box_stack.is_empty(), "no stacks");
             page.c()
+                .execute(
+                    "document.querySelector('#stack-diagram').scrollIntoView();",
+                    vec![],
+                )
+                .await?;
+            page.screenshot("compare-stacks").await?;
+            page.c()
                 .find(Locator::Css("#compare-runs"))
                 .await?
                 .select_by_value("1")
