@@ -745,7 +745,7 @@ pub enum FigureId {
     Disk,
     /// Hashing data: CPU-bound.
     Cpu,
-    /// Creating and removing small files: syscall-heavy.
+    /// Opening, reading and closing a small file: syscall-heavy.
     Files,
     /// Starting short processes: fork, exec, exit, wait.
     Forks,

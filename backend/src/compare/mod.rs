@@ -259,7 +259,7 @@ fn figure_name(id: FigureId) -> &'static str {
         FigureId::Memory => "memory (RSS / cgroup)",
         FigureId::Disk => "disk",
         FigureId::Cpu => "CPU: sha256 of 16 MiB",
-        FigureId::Files => "syscalls: 1000 files",
+        FigureId::Files => "syscalls: 2000 file reads",
         FigureId::Forks => "syscalls: 200 processes",
         FigureId::Request => "HTTP request (fwd port)",
         FigureId::Teardown => "stop and remove",
