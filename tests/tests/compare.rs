@@ -138,7 +138,7 @@ fn check_disk(comparison: &Comparison) {
         .find(|f| f.id == FigureId::Disk)
         .unwrap();
     let kernel = std::fs::metadata(vm_dir().join("vmlinuz")).unwrap().len();
-    let initrd = std::fs::metadata(vm_dir().join("compare-initrd.gz"))
+    let initrd = std::fs::metadata(vm_dir().join("damda-compare-initrd.gz"))
         .unwrap()
         .len();
     let vm: Vec<(&str, u64)> = disk

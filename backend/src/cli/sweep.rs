@@ -16,7 +16,10 @@ pub fn sweep(ledger_dir: &Path, network: &crate::network::NetworkConfig) -> Swee
 }
 
 /// Box helpers: processes started from damda's sealed helper image.
-fn helper_processes() -> Vec<String> {
+/// Box helpers, and qemu booting one of damda's initramfs images (the
+/// comparison's or a test VM's): both die with their parent, so one still
+/// here is a leak.
+fn damda_processes() -> Vec<String> {
     let Ok(listing) = fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -25,11 +28,27 @@ fn helper_processes() -> Vec<String> {
         .filter_map(|entry| {
             let pid = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
             let exe = fs::read_link(format!("/proc/{pid}/exe")).ok()?;
-            exe.to_string_lossy()
-                .contains("memfd:damda-helper")
-                .then(|| format!("process {pid} (box helper)"))
+            if exe.to_string_lossy().contains("memfd:damda-helper") {
+                return Some(format!("process {pid} (box helper)"));
+            }
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            damda_vm(&cmdline).map(|initrd| format!("process {pid} (qemu booting {initrd})"))
         })
         .collect()
+}
+
+/// The initramfs a qemu command line boots, if it is damda's.
+fn damda_vm(cmdline: &[u8]) -> Option<String> {
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|arg| String::from_utf8_lossy(arg).into_owned())
+        .collect();
+    let program = Path::new(args.first()?).file_name()?.to_string_lossy();
+    if !program.starts_with("qemu-system") {
+        return None;
+    }
+    let initrd = args.windows(2).find(|pair| pair[0] == "-initrd")?[1].clone();
+    initrd.contains("damda").then_some(initrd)
 }
 
 fn mounts() -> Vec<String> {
@@ -74,7 +93,7 @@ fn cgroups(dir: &Path, depth: usize, found: &mut Vec<String>) {
 
 /// Every damda-named object on the host, whoever made it.
 pub fn leftovers() -> Vec<String> {
-    let mut found = helper_processes();
+    let mut found = damda_processes();
     found.extend(mounts());
     found.extend(links());
     cgroups(Path::new("/sys/fs/cgroup"), 5, &mut found);
@@ -82,4 +101,35 @@ pub fn leftovers() -> Vec<String> {
         &crate::network::NetworkConfig::default(),
     ));
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn damdas_vms_are_known_by_their_initramfs() {
+        let cmdline = |args: &[&str]| args.join("\0").into_bytes();
+        let compare = cmdline(&[
+            "qemu-system-x86_64",
+            "-M",
+            "q35",
+            "-initrd",
+            "/srv/checkout/data/vm/damda-compare-initrd.gz",
+        ]);
+        assert_eq!(
+            damda_vm(&compare).as_deref(),
+            Some("/srv/checkout/data/vm/damda-compare-initrd.gz")
+        );
+        let test_vm = cmdline(&[
+            "/usr/bin/qemu-system-x86_64",
+            "-initrd",
+            "/tmp/damda-vm-7-ab/initrd.gz",
+        ]);
+        assert!(damda_vm(&test_vm).is_some());
+        let someone_elses = cmdline(&["qemu-system-x86_64", "-initrd", "/boot/initrd.img"]);
+        assert_eq!(damda_vm(&someone_elses), None);
+        let not_qemu = cmdline(&["cat", "-initrd", "/tmp/damda-vm/initrd.gz"]);
+        assert_eq!(damda_vm(&not_qemu), None);
+    }
 }

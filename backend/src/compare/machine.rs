@@ -20,7 +20,7 @@ const TRIAL_ARG: &str = "damda.trial";
 /// The modules the network card needs (the rest are found from these).
 const MODULES: [&str; 2] = ["virtio_pci", "virtio_net"];
 /// The comparison's initramfs, in data/vm.
-pub const INITRD: &str = "compare-initrd.gz";
+pub const INITRD: &str = "damda-compare-initrd.gz";
 /// The guest's memory and CPUs; the box gets the same.
 pub(super) const MEMORY_MIB: u32 = 512;
 pub(super) const CPUS: u32 = 1;
