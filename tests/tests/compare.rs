@@ -337,3 +337,17 @@ async fn compare_over_the_websocket_reports_progress_and_runs_one_at_a_time() {
     ws.send_json(json!({ "type": "compare", "runs": 9 })).await;
     ws.expect_error(ErrorCode::BadMessage).await;
 }
+
+/// The comparison's box counts against the server's limit: a full server
+/// refuses it with the limit's code, before any VM boots.
+#[tokio::test(flavor = "multi_thread")]
+async fn compare_on_a_full_server_is_refused_before_anything_starts() {
+    let server = Server::start(&["--max-boxes", "1"]);
+    let (mut ws, _, _) = Ws::open(&server).await;
+    ws.send_json(json!({ "type": "compare", "runs": 1 })).await;
+    ws.expect_error(ErrorCode::TooManyBoxes).await;
+    assert!(orphaned_qemus().is_empty(), "{:?}", orphaned_qemus());
+    // The page's own box is untouched and still steps.
+    ws.send_json(json!({ "type": "next" })).await;
+    ws.expect_snapshot(StepId::Chroot).await;
+}

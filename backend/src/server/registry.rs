@@ -19,8 +19,23 @@ struct Slot {
 pub enum RegistryError {
     #[error("this server already runs {0} boxes, its limit; close another tab or wait for an idle box to expire")]
     Full(usize),
+    #[error("a comparison is already running on this server; try again when it ends")]
+    Comparing,
     #[error(transparent)]
     Engine(#[from] EngineError),
+}
+
+/// A running comparison's claim: the one comparison this server runs, and
+/// one box under the limit while it lasts (it builds one box at a time).
+pub struct ComparisonSlot {
+    registry: Arc<Registry>,
+    _running: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for ComparisonSlot {
+    fn drop(&mut self) {
+        *self.registry.starting() -= 1;
+    }
 }
 
 pub struct Registry {
@@ -53,9 +68,32 @@ impl Registry {
         }
     }
 
-    /// The right to run a comparison, if none runs now.
-    pub fn begin_comparison(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
-        self.comparing.clone().try_lock_owned().ok()
+    fn starting(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.starting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Claims one box under the limit while it is being started.
+    fn reserve(&self) -> Result<(), RegistryError> {
+        let mut starting = self.starting();
+        if self.len() + *starting >= self.max_boxes {
+            return Err(RegistryError::Full(self.max_boxes));
+        }
+        *starting += 1;
+        Ok(())
+    }
+
+    /// The right to run a comparison: none runs now, and its box fits.
+    pub fn begin_comparison(self: &Arc<Self>) -> Result<ComparisonSlot, RegistryError> {
+        let running = self
+            .comparing
+            .clone()
+            .try_lock_owned()
+            .map_err(|_| RegistryError::Comparing)?;
+        self.reserve()?;
+        Ok(ComparisonSlot {
+            registry: self.clone(),
+            _running: running,
+        })
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
@@ -76,15 +114,9 @@ impl Registry {
 
     /// Starts a fresh box at `host`. Blocking: call from a blocking thread.
     pub fn create(&self) -> Result<(String, SharedBox, Snapshot), RegistryError> {
-        {
-            let mut starting = self.starting.lock().unwrap_or_else(|e| e.into_inner());
-            if self.len() + *starting >= self.max_boxes {
-                return Err(RegistryError::Full(self.max_boxes));
-            }
-            *starting += 1;
-        }
+        self.reserve()?;
         let started = BoxSession::start(self.engine.clone());
-        *self.starting.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        *self.starting() -= 1;
         let (session, snapshot) = started?;
         let id = new_session_id();
         let shared = Arc::new(Mutex::new(session));

@@ -50,6 +50,15 @@ fn engine_error(err: EngineError) -> ServerMessage {
     }
 }
 
+fn registry_error(err: RegistryError) -> ServerMessage {
+    let code = match err {
+        RegistryError::Full(_) => ErrorCode::TooManyBoxes,
+        RegistryError::Comparing => ErrorCode::CompareRunning,
+        RegistryError::Engine(_) => ErrorCode::BoxFailed,
+    };
+    error(code, err.to_string())
+}
+
 /// Parses one text frame; the error is what the page is told.
 pub fn parse_request(text: &str) -> Result<ClientMessage, ServerMessage> {
     if text.len() > MAX_CLIENT_MESSAGE_BYTES {
@@ -387,13 +396,9 @@ impl Connection {
                 ))
                 .await;
         }
-        let Some(slot) = self.registry.begin_comparison() else {
-            return self
-                .send(error(
-                    ErrorCode::CompareRunning,
-                    "a comparison is already running on this server; try again when it ends",
-                ))
-                .await;
+        let slot = match self.registry.begin_comparison() {
+            Ok(slot) => slot,
+            Err(err) => return self.send(registry_error(err)).await,
         };
         let engine = self.registry.engine().clone();
         let outbox = self.outbox.clone();
@@ -466,11 +471,7 @@ pub async fn serve_connection<W, R, E>(
     let (id, session, snapshot) = match created {
         Ok(created) => created,
         Err(err) => {
-            let code = match err {
-                RegistryError::Full(_) => ErrorCode::TooManyBoxes,
-                RegistryError::Engine(_) => ErrorCode::BoxFailed,
-            };
-            let text = serde_json::to_string(&error(code, err.to_string())).expect("serialises");
+            let text = serde_json::to_string(&registry_error(err)).expect("serialises");
             let _ = writer.send(Message::Text(text.into())).await;
             let _ = writer.close().await;
             return;
