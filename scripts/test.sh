@@ -20,6 +20,9 @@ cargo fmt --all -- --check
 cargo clippy -p damda -p damda-protocol -p damda-e2e --all-targets -- -D warnings
 cargo clippy -p damda-frontend --target wasm32-unknown-unknown -- -D warnings
 
+say "the page's unit tests (its state reducer and labels, built for the host)"
+cargo test -p damda-frontend
+
 say "building the tests"
 cargo nextest run --workspace --exclude damda-frontend --no-run
 

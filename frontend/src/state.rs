@@ -743,11 +743,17 @@ impl Reducible for State {
                 }
             }
             Action::Busy(message) => next.busy = Some(message),
-            // The comparison's answer, in the banner; `bad_message` while it
-            // runs is a server that does not know `compare`.
+            // The comparison's answer, in the banner. Before any progress,
+            // `bad_message` is a server that does not know `compare`, and
+            // `too_many_boxes` a server with no room for the comparison's box.
             Action::ServerError(error)
                 if is_compare_error(error.code)
-                    || (next.compare.pending.is_some() && error.code == ErrorCode::BadMessage) =>
+                    || (next.compare.pending.is_some()
+                        && next.compare.progress.is_none()
+                        && matches!(
+                            error.code,
+                            ErrorCode::BadMessage | ErrorCode::TooManyBoxes
+                        )) =>
             {
                 next.compare.pending = None;
                 next.compare.progress = None;
@@ -1181,6 +1187,15 @@ mod tests {
         );
         // Asking again clears that error.
         assert_eq!(refused.reduce(Action::CompareSent(1)).error, None);
+        // A full server refuses it before any progress.
+        let full = Rc::new(State::new(Lang::Ko))
+            .reduce(Action::CompareSent(1))
+            .reduce(error(ErrorCode::TooManyBoxes));
+        assert_eq!(full.compare.pending, None);
+        assert_eq!(
+            full.error.as_ref().map(|e| e.code),
+            Some(ErrorCode::TooManyBoxes)
+        );
         // An unrelated refusal leaves the comparison running.
         let other = state.clone().reduce(error(ErrorCode::NoSuchMove));
         assert_eq!(other.compare.pending, Some(2));
