@@ -897,6 +897,20 @@ pub enum OutputStream {
     Stderr,
 }
 
+/// A word of a command line as the server and the page show it: as is when
+/// a shell reads it unchanged, else in single quotes.
+pub fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/-_.:=,@%+".contains(c));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
 /// The longest command the terminal accepts, in bytes.
 pub const MAX_COMMAND_BYTES: usize = 4096;
 
@@ -1034,6 +1048,14 @@ mod tests {
                 session: "abc".into()
             }
         );
+    }
+
+    #[test]
+    fn shell_words_are_quoted_only_when_needed() {
+        assert_eq!(shell_word("/www"), "/www");
+        assert_eq!(shell_word("a b"), "'a b'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word(""), "''");
     }
 
     #[test]

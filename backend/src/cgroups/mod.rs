@@ -175,7 +175,11 @@ impl FileWrite {
 
     /// The shell command that makes the same write.
     pub fn command(&self) -> String {
-        format!("echo {} > {}", shell_word(&self.value), self.path.display())
+        format!(
+            "echo {} > {}",
+            damda_protocol::shell_word(&self.value),
+            self.path.display()
+        )
     }
 }
 
@@ -184,17 +188,6 @@ impl FileWrite {
 pub struct Skipped {
     pub path: PathBuf,
     pub reason: String,
-}
-
-fn shell_word(value: &str) -> String {
-    if value
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_:.,/+".contains(c))
-    {
-        value.to_owned()
-    } else {
-        format!("'{}'", value.replace('\'', r"'\''"))
-    }
 }
 
 /// Writes `value` into a cgroupfs file in one write(2), as the kernel wants

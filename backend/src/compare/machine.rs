@@ -3,7 +3,7 @@
 //! modules, and an /init that brings the network up, starts the image's
 //! server, runs the same workload, then waits for the host to say stop.
 
-use super::{quote, requests, workload, CompareError, Sample};
+use super::{requests, workload, CompareError, Sample};
 use crate::image::{self, ImageStore, UnpackOptions};
 use crate::vm::{self, Accel, Initramfs, Missed, RunningVm, VmConfig, VmError, INIT_MARK};
 use damda_protocol::FigurePart;
@@ -28,7 +28,10 @@ pub(super) const CPUS: u32 = 1;
 /// The comparison's /init: `modules` are loaded in order, the image's
 /// `command` is started in the background, the workload runs.
 fn init_script(modules: &[String], command: &[String]) -> String {
-    let command: Vec<String> = command.iter().map(|w| quote(w)).collect();
+    let command: Vec<String> = command
+        .iter()
+        .map(|w| damda_protocol::shell_word(w))
+        .collect();
     format!(
         r#"{preamble}if grep -q {TRIAL_ARG} /proc/cmdline; then poweroff -f; fi
 for module in {modules}; do insmod $module || echo "DAMDA-VM insmod $module failed"; done

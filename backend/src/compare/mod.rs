@@ -16,8 +16,8 @@ use crate::cgroups::Limits;
 use crate::engine::{Engine, EngineError};
 use crate::vm::{Accel, VmError};
 use damda_protocol::{
-    Accelerator, CompareStage, Comparison, Figure, FigureId, FigurePart, FigureUnit, Spread,
-    MAX_COMPARE_RUNS,
+    shell_word, Accelerator, CompareStage, Comparison, Figure, FigureId, FigurePart, FigureUnit,
+    Spread, MAX_COMPARE_RUNS,
 };
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -143,19 +143,6 @@ pub fn spread(samples: Vec<f64>) -> Spread {
     }
 }
 
-/// A shell word, quoted when it needs it.
-fn quote(word: &str) -> String {
-    if !word.is_empty()
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/-_.=:,".contains(&b))
-    {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
-}
-
 /// The `docker run` that does what the container side does (the server is
 /// the image's own command there; here the workload replaces it).
 fn docker_line(limits: &Limits, image: &str) -> String {
@@ -163,7 +150,7 @@ fn docker_line(limits: &Limits, image: &str) -> String {
     let line = line.strip_suffix(" busybox sh").unwrap_or(&line);
     format!(
         "{line} -p 8081:80 {image} sh -c {}",
-        quote(workload::SCRIPT)
+        shell_word(workload::SCRIPT)
     )
 }
 
@@ -404,14 +391,6 @@ mod tests {
         assert_eq!((odd.median, odd.min, odd.max), (20.0, 10.0, 30.0));
         assert_eq!(odd.samples, [30.0, 10.0, 20.0]);
         assert_eq!(spread(vec![1.0, 4.0]).median, 2.5);
-    }
-
-    #[test]
-    fn words_are_quoted_for_the_shell() {
-        assert_eq!(quote("/www"), "/www");
-        assert_eq!(quote("a b"), "'a b'");
-        assert_eq!(quote("it's"), r"'it'\''s'");
-        assert_eq!(quote(""), "''");
     }
 
     #[test]

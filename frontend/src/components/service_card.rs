@@ -1,4 +1,4 @@
-use damda_protocol::PortForward;
+use damda_protocol::{shell_word, PortForward};
 use yew::prelude::*;
 
 use crate::components::copy_button::CopyButton;
@@ -25,19 +25,6 @@ fn on_loopback() -> bool {
         .hostname()
         .unwrap_or_default();
     matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]" | "::1")
-}
-
-/// An argument as a shell would need it quoted.
-fn shell_word(arg: &str) -> String {
-    let plain = !arg.is_empty()
-        && arg
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/-_.:=,@%+".contains(c));
-    if plain {
-        arg.to_owned()
-    } else {
-        format!("'{}'", arg.replace('\'', r"'\''"))
-    }
 }
 
 /// The `run` step: the image's command running in the box, and the way in
