@@ -24,7 +24,7 @@
 //! bundle's network namespace has only `lo`, as `runc spec` makes it) and
 //! volumes.
 
-use super::unpack::{OVERLAY_OPAQUE_USER_XATTR, OVERLAY_OPAQUE_XATTR};
+use super::provenance::{is_opaque, is_whiteout};
 use super::{human_size, ImageStore, Reference, StoreError, UnpackOptions};
 use crate::cgroups::Limits;
 use crate::engine::EngineConfig;
@@ -579,17 +579,6 @@ fn flatten(
     Ok(stats)
 }
 
-/// overlayfs's whiteout: a character device 0:0.
-fn is_whiteout(meta: &fs::Metadata) -> bool {
-    meta.file_type().is_char_device() && meta.rdev() == 0
-}
-
-fn is_opaque(dir: &Path) -> bool {
-    [OVERLAY_OPAQUE_XATTR, OVERLAY_OPAQUE_USER_XATTR]
-        .iter()
-        .any(|name| matches!(xattr::get(dir, name), Ok(Some(v)) if v == b"y"))
-}
-
 /// Adds what is at and below `path` (which is not followed) to `stats`.
 fn measure(path: &Path, stats: &mut RootfsStats) {
     let Ok(meta) = path.symlink_metadata() else {
@@ -738,6 +727,7 @@ fn copy_metadata(meta: &fs::Metadata, to: &Path) -> Result<(), ExportError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::unpack::OVERLAY_OPAQUE_USER_XATTR;
     use nix::sys::stat::{makedev, mknod, Mode, SFlag};
     use std::collections::BTreeMap;
 
