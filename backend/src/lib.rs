@@ -10,6 +10,7 @@ pub mod image;
 pub mod kernel;
 pub mod ledger;
 pub mod lessons;
+pub mod lines;
 pub mod mqueue;
 pub mod netlink;
 pub mod network;

@@ -5,9 +5,9 @@
 use super::{requests, workload, CompareError, Sample};
 use crate::cgroups::Limits;
 use crate::engine::{BoxCommand, BoxSession, Engine};
-use std::io::{BufRead, BufReader};
+use crate::lines::{Lines, Missed};
 use std::process::Stdio;
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long the workload may take in the box.
@@ -30,23 +30,13 @@ pub(super) fn run(engine: &Arc<Engine>, limits: &Limits) -> Result<Sample, Compa
             side: "container",
             reason: format!("starting the workload in the box: {e}"),
         })?;
-    let stdout = child.stdout.take().expect("piped");
-    let (send, receive) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if send.send((started.elapsed(), line)).is_err() {
-                break;
-            }
-        }
-    });
+    let output = Lines::spawn(child.stdout.take().expect("piped"));
     let deadline = started + WORKLOAD_TIMEOUT;
     let mut lines = Vec::new();
     let ended = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match receive.recv_timeout(left) {
-            Ok(line) => lines.push(line),
-            Err(mpsc::RecvTimeoutError::Disconnected) => break true,
-            Err(mpsc::RecvTimeoutError::Timeout) => break false,
+        match output.next_before(deadline) {
+            Ok(line) => lines.push((started.elapsed(), line)),
+            Err(missed) => break missed == Missed::Exited,
         }
     };
     if !ended {
@@ -54,7 +44,6 @@ pub(super) fn run(engine: &Arc<Engine>, limits: &Limits) -> Result<Sample, Compa
     }
     let status = child.wait();
     let exit = started.elapsed();
-    let _ = reader.join();
     let failed = |reason: String| CompareError::Workload {
         side: "container",
         reason,

@@ -5,7 +5,7 @@
 
 use super::{requests, workload, CompareError, Sample};
 use crate::image::{self, ImageStore, UnpackOptions};
-use crate::vm::{self, Accel, Initramfs, Missed, RunningVm, VmConfig, VmError, INIT_MARK};
+use crate::vm::{self, Accel, Initramfs, Missed, RunningVm, VmConfig, VmError};
 use damda_protocol::FigurePart;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
 use std::path::PathBuf;
@@ -123,13 +123,9 @@ impl Machine {
             config: VmConfig {
                 memory_mib: MEMORY_MIB,
                 cpus: CPUS,
-                cmdline: String::new(),
-                accel: Accel::Tcg,
                 boot_timeout: Duration::from_secs(30),
                 timeout: Duration::from_secs(180),
-                retries: 1,
-                forward: None,
-                ..VmConfig::cgroup_v2(kernel_file)
+                ..VmConfig::new(kernel_file)
             },
             initrd,
             kernel_release,
@@ -146,46 +142,14 @@ impl Machine {
         config.command_line(&self.initrd, accel)
     }
 
-    /// A short boot with KVM: the accelerator to use, and what the trial
-    /// showed. Decided by trying, not by /dev/kvm being there: a /dev/kvm
-    /// may exist that cannot run a stock kernel.
+    /// The accelerator, by a short trial boot with KVM (see
+    /// [`vm::choose_accel`]); this /init powers off as soon as it starts.
     pub fn trial(&self) -> (Accel, String) {
         let config = VmConfig {
             cmdline: TRIAL_ARG.into(),
             ..self.config.clone()
         };
-        let Ok(mut vm) = RunningVm::start(&config, &self.initrd, Accel::Kvm) else {
-            return (
-                Accel::Tcg,
-                "qemu could not be started with -accel kvm".into(),
-            );
-        };
-        let deadline = vm.started() + Duration::from_secs(10);
-        let booted = vm.wait_for(INIT_MARK, deadline);
-        let finished = vm.finish(Instant::now() + Duration::from_secs(5));
-        match booted {
-            Ok((_, at)) => (
-                Accel::Kvm,
-                format!("KVM booted the kernel to /init in {} ms", at.as_millis()),
-            ),
-            Err(Missed::TimedOut) => (
-                Accel::Tcg,
-                "KVM did not reach /init within 10 s, so software emulation (TCG) runs".into(),
-            ),
-            Err(Missed::Exited) => {
-                let said = finished
-                    .lines
-                    .iter()
-                    .rev()
-                    .find_map(|l| l.strip_prefix("qemu: "))
-                    .unwrap_or("no message")
-                    .to_owned();
-                (
-                    Accel::Tcg,
-                    format!("qemu -accel kvm stopped ({said}), so software emulation (TCG) runs"),
-                )
-            }
-        }
+        vm::choose_accel(&config, &self.initrd)
     }
 
     /// One run: boot, the workload, requests, qemu's memory, power-off.
@@ -209,19 +173,11 @@ impl Machine {
                 ),
             }
         };
-        // A boot that hangs (seen at clock calibration under TCG) is killed
-        // at its deadline and tried again.
-        let mut attempts = 0;
-        let (mut vm, guest_init) = loop {
-            attempts += 1;
-            let mut vm = RunningVm::start(&config, &self.initrd, accel)?;
-            match vm.wait_for(INIT_MARK, vm.started() + config.boot_timeout) {
-                // The firmware's last words may share the line.
-                Ok((line, _)) => break (vm, line[line.find(INIT_MARK).unwrap_or(0)..].to_owned()),
-                Err(Missed::TimedOut) if attempts <= config.retries => continue,
-                Err(missed) => return Err(failed(&vm, missed, "/init started")),
-            }
-        };
+        let vm::Booted {
+            mut vm,
+            init_line: guest_init,
+            ..
+        } = vm::start(&config, &self.initrd, accel)?;
         let deadline = vm.started() + config.timeout;
         let mut lines = Vec::new();
         for mark in workload::MARKS {

@@ -16,11 +16,12 @@ pub mod initramfs;
 
 pub use initramfs::{parse_ldd, Initramfs};
 
-use std::io::{BufRead, BufReader, Read, Write};
+use crate::lines::Lines;
+pub use crate::lines::Missed;
+use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// The line /init prints first, with the guest's uptime.
@@ -42,7 +43,7 @@ pub enum VmError {
     Module(String),
     #[error("finding the libraries of {binary}: {reason}")]
     Libraries { binary: PathBuf, reason: String },
-    #[error("the VM did not finish within {timeout:?} in {attempts} attempts; last console lines:\n{tail}")]
+    #[error("the VM did not get on within {timeout:?} ({attempts} attempts); last console lines:\n{tail}")]
     Timeout {
         timeout: Duration,
         attempts: u32,
@@ -109,17 +110,14 @@ pub enum Accel {
     Tcg,
     /// Hardware virtualization (needs a /dev/kvm that can run the kernel).
     Kvm,
-    /// A short trial boot with KVM, then TCG if it did not reach /init.
-    Auto,
 }
 
 impl Accel {
-    /// qemu's name for it (`Auto` is decided before qemu runs).
+    /// qemu's name for it.
     fn qemu_name(self) -> &'static str {
-        if self == Accel::Kvm {
-            "kvm"
-        } else {
-            "tcg"
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
         }
     }
 }
@@ -146,19 +144,27 @@ pub struct VmConfig {
 }
 
 impl VmConfig {
-    /// A cgroup2-only guest: q35, 512 MiB, one CPU, TCG, `cgroup_no_v1=all`.
-    pub fn cgroup_v2(kernel: PathBuf) -> Self {
+    /// q35, 512 MiB, one CPU, TCG, no network card, a boot retried once.
+    pub fn new(kernel: PathBuf) -> Self {
         VmConfig {
             qemu: PathBuf::from("qemu-system-x86_64"),
             kernel,
             memory_mib: 512,
             cpus: 1,
-            cmdline: "cgroup_no_v1=all".to_owned(),
+            cmdline: String::new(),
             accel: Accel::Tcg,
             boot_timeout: Duration::from_secs(20),
             timeout: Duration::from_secs(50),
             retries: 1,
             forward: None,
+        }
+    }
+
+    /// A cgroup2-only guest: `cgroup_no_v1=all`.
+    pub fn cgroup_v2(kernel: PathBuf) -> Self {
+        VmConfig {
+            cmdline: "cgroup_no_v1=all".to_owned(),
+            ..VmConfig::new(kernel)
         }
     }
 
@@ -268,15 +274,6 @@ fn tail(lines: &[String]) -> String {
     lines[lines.len().saturating_sub(25)..].join("\n")
 }
 
-/// Why a wait for a console line ended without it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Missed {
-    /// The deadline passed.
-    TimedOut,
-    /// qemu closed its output: it exited.
-    Exited,
-}
-
 /// How a finished qemu ended.
 #[derive(Debug)]
 pub struct Finished {
@@ -295,8 +292,7 @@ pub struct Finished {
 pub struct RunningVm {
     child: Child,
     stdin: Option<std::process::ChildStdin>,
-    receive: mpsc::Receiver<String>,
-    reader: Option<std::thread::JoinHandle<()>>,
+    console: Lines,
     errors: Option<std::thread::JoinHandle<String>>,
     started: Instant,
     lines: Vec<String>,
@@ -313,22 +309,6 @@ impl RunningVm {
         let stdout = child.stdout.take().expect("piped");
         let mut stderr = child.stderr.take().expect("piped");
         let stdin = child.stdin.take();
-        let (send, receive) = mpsc::channel::<String>();
-        let reader = std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut buffer = Vec::new();
-            while reader
-                .read_until(b'\n', &mut buffer)
-                .map(|n| n > 0)
-                .unwrap_or(false)
-            {
-                let line = strip_escapes(String::from_utf8_lossy(&buffer).trim_end_matches('\n'));
-                buffer.clear();
-                if send.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         let errors = std::thread::spawn(move || {
             let mut text = String::new();
             let _ = stderr.read_to_string(&mut text);
@@ -337,8 +317,7 @@ impl RunningVm {
         Ok(RunningVm {
             child,
             stdin,
-            receive,
-            reader: Some(reader),
+            console: Lines::spawn(stdout),
             errors: Some(errors),
             started,
             lines: Vec::new(),
@@ -369,20 +348,11 @@ impl RunningVm {
         deadline: Instant,
     ) -> Result<(String, Duration), Missed> {
         loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(Missed::TimedOut);
-            }
-            match self.receive.recv_timeout(deadline - now) {
-                Ok(line) => {
-                    let at = self.started.elapsed();
-                    self.lines.push(line.clone());
-                    if line.contains(mark) {
-                        return Ok((line, at));
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => return Err(Missed::TimedOut),
-                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(Missed::Exited),
+            let line = strip_escapes(&self.console.next_before(deadline)?);
+            let at = self.started.elapsed();
+            self.lines.push(line.clone());
+            if line.contains(mark) {
+                return Ok((line, at));
             }
         }
     }
@@ -418,11 +388,8 @@ impl RunningVm {
             .unwrap_or_else(|e| e.to_string());
         let total = self.started.elapsed();
         self.stdin = None;
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
         let mut lines = std::mem::take(&mut self.lines);
-        lines.extend(self.receive.try_iter());
+        lines.extend(self.console.rest().iter().map(|l| strip_escapes(l)));
         let errors = self
             .errors
             .take()
@@ -445,31 +412,68 @@ impl Drop for RunningVm {
     }
 }
 
-enum Outcome {
-    Done(VmRun),
-    Hung(Vec<String>),
+/// A guest that reached /init: qemu, /init's first line (from its mark on;
+/// the firmware's last words may share the line), when it came, and how
+/// many boots it took.
+pub struct Booted {
+    pub vm: RunningVm,
+    pub init_line: String,
+    pub boot: Duration,
+    pub attempts: u32,
 }
 
-fn attempt(
-    config: &VmConfig,
-    initrd: &Path,
-    accel: Accel,
-    boot_timeout: Duration,
-) -> Result<Outcome, VmError> {
-    let mut vm = RunningVm::start(config, initrd, accel)?;
-    let deadline = vm.started() + config.timeout;
-    let booted = vm
-        .wait_for(INIT_MARK, (vm.started() + boot_timeout).min(deadline))
-        .map(|(_, at)| at);
-    let result = booted.and_then(|_| vm.wait_for(RESULT_MARK, deadline));
+/// Starts qemu and waits for /init's first line. A boot that hangs past
+/// `config.boot_timeout` (seen at clock calibration under TCG) is killed and
+/// tried again, `config.retries` times.
+pub fn start(config: &VmConfig, initrd: &Path, accel: Accel) -> Result<Booted, VmError> {
+    let mut last = Vec::new();
+    for attempts in 1..=config.retries + 1 {
+        let mut vm = RunningVm::start(config, initrd, accel)?;
+        match vm.wait_for(INIT_MARK, vm.started() + config.boot_timeout) {
+            Ok((line, boot)) => {
+                let init_line = line[line.find(INIT_MARK).unwrap_or(0)..].to_owned();
+                return Ok(Booted {
+                    vm,
+                    init_line,
+                    boot,
+                    attempts,
+                });
+            }
+            Err(Missed::TimedOut) => last = vm.finish(Instant::now()).lines,
+            Err(Missed::Exited) => {
+                let finished = vm.finish(Instant::now() + Duration::from_secs(2));
+                return Err(VmError::NoResult {
+                    status: finished.status,
+                    tail: tail(&finished.lines),
+                });
+            }
+        }
+    }
+    Err(VmError::Timeout {
+        timeout: config.boot_timeout,
+        attempts: config.retries + 1,
+        tail: tail(&last),
+    })
+}
+
+/// Boots the VM with `initrd` and returns its console once /init reported
+/// a result and qemu exited.
+pub fn boot(config: &VmConfig, initrd: &Path) -> Result<VmRun, VmError> {
+    let Booted {
+        mut vm,
+        boot,
+        attempts,
+        ..
+    } = start(config, initrd, config.accel)?;
+    let result = vm.wait_for(RESULT_MARK, vm.started() + config.timeout);
     // poweroff -f follows the result at once; do not wait long for it.
     let finished = vm.finish(match result {
         Ok(_) => Instant::now() + Duration::from_secs(10),
         Err(Missed::Exited) => Instant::now() + Duration::from_secs(2),
         Err(Missed::TimedOut) => Instant::now(),
     });
-    match (booted, result) {
-        (Ok(boot), Ok((line, _))) => Ok(Outcome::Done(VmRun {
+    match result {
+        Ok((line, _)) => Ok(VmRun {
             result: line
                 .split_once(RESULT_MARK)
                 .and_then(|(_, status)| status.trim().parse().ok())
@@ -477,43 +481,64 @@ fn attempt(
             lines: finished.lines,
             boot,
             total: finished.total,
-            attempts: 1,
-            accel,
-        })),
-        (Err(Missed::Exited), _) | (_, Err(Missed::Exited)) => Err(VmError::NoResult {
+            attempts,
+            accel: config.accel,
+        }),
+        Err(Missed::Exited) => Err(VmError::NoResult {
             status: finished.status,
             tail: tail(&finished.lines),
         }),
-        _ => Ok(Outcome::Hung(finished.lines)),
+        Err(Missed::TimedOut) => Err(VmError::Timeout {
+            timeout: config.timeout,
+            attempts,
+            tail: tail(&finished.lines),
+        }),
     }
 }
 
-/// Boots the VM with `initrd` and returns its console once /init reported
-/// a result and qemu exited. A boot that hangs or runs past the deadline is
-/// killed and tried again (`config.retries` times).
-pub fn boot(config: &VmConfig, initrd: &Path) -> Result<VmRun, VmError> {
-    let mut accel = config.accel;
-    if accel == Accel::Auto {
-        accel = match attempt(config, initrd, Accel::Kvm, Duration::from_secs(10)) {
-            Ok(Outcome::Done(run)) => return Ok(run),
-            _ => Accel::Tcg,
-        };
-    }
-    let mut last = Vec::new();
-    for attempts in 1..=config.retries + 1 {
-        match attempt(config, initrd, accel, config.boot_timeout)? {
-            Outcome::Done(mut run) => {
-                run.attempts = attempts;
-                return Ok(run);
-            }
-            Outcome::Hung(lines) => last = lines,
+/// How long the KVM trial may take to reach /init: a stock kernel boots in
+/// about a second with KVM.
+const KVM_TRIAL: Duration = Duration::from_secs(10);
+
+/// The accelerator to use, and what a short trial boot with KVM showed.
+/// Decided by trying, not by /dev/kvm being there: a /dev/kvm may exist
+/// that cannot run a stock kernel. The guest is stopped once /init speaks
+/// (given 5 s to power off on its own).
+pub fn choose_accel(config: &VmConfig, initrd: &Path) -> (Accel, String) {
+    let Ok(mut vm) = RunningVm::start(config, initrd, Accel::Kvm) else {
+        return (
+            Accel::Tcg,
+            "qemu could not be started with -accel kvm".into(),
+        );
+    };
+    let booted = vm.wait_for(INIT_MARK, vm.started() + KVM_TRIAL);
+    let finished = vm.finish(Instant::now() + Duration::from_secs(5));
+    match booted {
+        Ok((_, at)) => (
+            Accel::Kvm,
+            format!("KVM booted the kernel to /init in {} ms", at.as_millis()),
+        ),
+        Err(Missed::TimedOut) => (
+            Accel::Tcg,
+            format!(
+                "KVM did not reach /init within {} s, so software emulation (TCG) runs",
+                KVM_TRIAL.as_secs()
+            ),
+        ),
+        Err(Missed::Exited) => {
+            let said = finished
+                .lines
+                .iter()
+                .rev()
+                .find_map(|l| l.strip_prefix("qemu: "))
+                .unwrap_or("no message")
+                .to_owned();
+            (
+                Accel::Tcg,
+                format!("qemu -accel kvm stopped ({said}), so software emulation (TCG) runs"),
+            )
         }
     }
-    Err(VmError::Timeout {
-        timeout: config.timeout,
-        attempts: config.retries + 1,
-        tail: tail(&last),
-    })
 }
 
 /// A directory removed with everything in it when dropped.
