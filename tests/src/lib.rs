@@ -398,6 +398,13 @@ pub fn run_env(
     }
 }
 
+/// A port on 127.0.0.1 that was free a moment ago (for a program the test
+/// starts with an explicit port).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
+    listener.local_addr().expect("local address").port()
+}
+
 /// `GET /` over HTTP/1.0 from `address` (HOST:PORT), retried for up to 10 s
 /// while the server comes up; the whole reply, headers included.
 pub fn get_page(address: &str) -> String {

@@ -10,14 +10,13 @@
 //! Yew renders asynchronously: every check first waits, with a deadline, for
 //! the element or attribute it is about; nothing sleeps and hopes.
 
-use damda_e2e::{collect, workspace_root, Server};
+use damda_e2e::{collect, free_port, workspace_root, Server};
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
 use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -98,11 +97,6 @@ struct Driver {
     port: u16,
     profile: PathBuf,
     log: Arc<Mutex<String>>,
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
 }
 
 fn make_profile_dir() -> PathBuf {

@@ -14,7 +14,6 @@ use damda_protocol::{
 };
 use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -172,14 +171,6 @@ fn check_disk(comparison: &Comparison) {
     }
     assert_eq!(disk.container_parts.len(), 3, "the default image's layers");
     assert_eq!(disk.container.median, total as f64);
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Runs the printed qemu command line by hand (on a free port): the guest
