@@ -147,6 +147,19 @@ impl Connection {
         let _ = self.outbox.send(Outgoing::Message(message)).await;
     }
 
+    /// Tells the page the work takes a while, then does it on the box.
+    async fn busy<T: Send + 'static>(
+        &self,
+        message: &str,
+        work: impl FnOnce(&mut crate::engine::BoxSession) -> T + Send + 'static,
+    ) -> T {
+        self.send(ServerMessage::Busy {
+            message: message.into(),
+        })
+        .await;
+        with_box(&self.session, work).await
+    }
+
     async fn send_outcome(&self, outcome: Result<Vec<Snapshot>, EngineError>) {
         match outcome {
             Ok(snapshots) => {
@@ -176,19 +189,15 @@ impl Connection {
                 self.send_outcome(outcome).await;
             }
             ClientMessage::Back => {
-                self.send(ServerMessage::Busy {
-                    message: "rebuilding the box and replaying the steps before".into(),
-                })
-                .await;
-                let outcome = with_box(&self.session, |b| b.back()).await;
+                let outcome = self
+                    .busy("rebuilding the box and replaying the steps before", |b| {
+                        b.back()
+                    })
+                    .await;
                 self.send_outcome(outcome).await;
             }
             ClientMessage::Reset => {
-                self.send(ServerMessage::Busy {
-                    message: "starting a fresh box".into(),
-                })
-                .await;
-                let outcome = with_box(&self.session, |b| b.reset()).await;
+                let outcome = self.busy("starting a fresh box", |b| b.reset()).await;
                 self.send_outcome(outcome).await;
             }
             ClientMessage::Goto { step } => {
@@ -214,11 +223,13 @@ impl Connection {
             ClientMessage::Watch { on } => self.watching.store(on, Ordering::Relaxed),
             ClientMessage::Which { path } => self.which(path).await,
             ClientMessage::Commit { name } => {
-                self.send(ServerMessage::Busy {
-                    message: "saving the box's upper directory as a new layer".into(),
-                })
-                .await;
-                match with_box(&self.session, move |b| b.commit(&name)).await {
+                match self
+                    .busy(
+                        "saving the box's upper directory as a new layer",
+                        move |b| b.commit(&name),
+                    )
+                    .await
+                {
                     Ok((name, id, layers)) => {
                         self.send(ServerMessage::Committed { name, id, layers })
                             .await;
@@ -231,11 +242,12 @@ impl Connection {
             ClientMessage::Import { path } => self.import(path).await,
             ClientMessage::Compare { runs } => self.compare(runs).await,
             ClientMessage::Image { name } => {
-                self.send(ServerMessage::Busy {
-                    message: "building the box from the image".into(),
-                })
-                .await;
-                match with_box(&self.session, move |b| b.use_image(&name)).await {
+                match self
+                    .busy("building the box from the image", move |b| {
+                        b.use_image(&name)
+                    })
+                    .await
+                {
                     Ok(snapshots) if snapshots.is_empty() => self.send_current().await,
                     other => self.send_outcome(other).await,
                 }
