@@ -51,16 +51,14 @@ pub fn measure(engine: &Arc<Engine>, runs: usize) -> anyhow::Result<()> {
         anyhow::ensure!(received == BLOCKS * BLOCK, "only {received} bytes arrived");
         rates.push(received as f64 / seconds / 1e6);
     }
-    rates.sort_by(f64::total_cmp);
+    let rates = damda::compare::spread(rates);
     println!(
         "== box eth0 → gateway {gateway}, {} MiB over TCP, {runs} runs",
-        BLOCKS * BLOCK >> 20
+        (BLOCKS * BLOCK) >> 20
     );
     println!(
         "throughput MB/s: median {:.0}, min {:.0}, max {:.0}",
-        rates[rates.len() / 2],
-        rates[0],
-        rates[rates.len() - 1]
+        rates.median, rates.min, rates.max
     );
     Ok(())
 }
