@@ -50,6 +50,17 @@ fn engine_error(err: EngineError) -> ServerMessage {
     }
 }
 
+/// A path on the server's host or in the box, as the page may send one.
+fn absolute_path(path: &str) -> Result<(), ServerMessage> {
+    if path.len() > MAX_COMMAND_BYTES || !path.starts_with('/') {
+        return Err(error(
+            ErrorCode::BadMessage,
+            format!("a path must start with / and be at most {MAX_COMMAND_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
 fn registry_error(err: RegistryError) -> ServerMessage {
     let code = match err {
         RegistryError::Full(_) => ErrorCode::TooManyBoxes,
@@ -360,13 +371,8 @@ impl Connection {
                 ))
                 .await;
         }
-        if path.len() > MAX_COMMAND_BYTES || !path.starts_with('/') {
-            return self
-                .send(error(
-                    ErrorCode::BadMessage,
-                    format!("a path must start with / and be at most {MAX_COMMAND_BYTES} bytes"),
-                ))
-                .await;
+        if let Err(refusal) = absolute_path(&path) {
+            return self.send(refusal).await;
         }
         let engine = self.registry.engine().clone();
         let outbox = self.outbox.clone();
@@ -435,13 +441,8 @@ impl Connection {
 
     /// Which layer provides a path of the box's root.
     async fn which(&self, path: String) {
-        if path.len() > MAX_COMMAND_BYTES || !path.starts_with('/') {
-            return self
-                .send(error(
-                    ErrorCode::BadMessage,
-                    format!("a path must start with / and be at most {MAX_COMMAND_BYTES} bytes"),
-                ))
-                .await;
+        if let Err(refusal) = absolute_path(&path) {
+            return self.send(refusal).await;
         }
         let lookup = path.clone();
         match with_box(&self.session, move |b| b.which(&lookup)).await {
