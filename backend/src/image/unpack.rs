@@ -141,6 +141,17 @@ impl UnpackError {
 }
 
 /// The path's components, with `.` and empty ones dropped.
+/// What a link entry points at; an entry without one is refused.
+fn link_target<R: Read>(entry: &tar::Entry<R>, name: &str) -> Result<Vec<u8>, UnpackError> {
+    entry
+        .link_name_bytes()
+        .map(|target| target.into_owned())
+        .ok_or_else(|| UnpackError::Refused {
+            entry: name.to_owned(),
+            reason: Refusal::NoLinkTarget,
+        })
+}
+
 fn components(raw: &[u8]) -> Result<Vec<&OsStr>, Refusal> {
     if raw.starts_with(b"/") {
         return Err(Refusal::Absolute);
@@ -489,13 +500,7 @@ impl Unpacker {
     ) -> Result<(), UnpackError> {
         // The target is stored as is: it is never followed while unpacking,
         // and inside the box it resolves against the box's own root.
-        let target = entry
-            .link_name_bytes()
-            .ok_or_else(|| UnpackError::Refused {
-                entry: name.to_owned(),
-                reason: Refusal::NoLinkTarget,
-            })?
-            .into_owned();
+        let target = link_target(entry, name)?;
         self.replace(parent, last, name, false)?;
         symlinkat(OsStr::from_bytes(&target), parent, last)
             .map_err(Self::sys(name, "symlinkat"))?;
@@ -531,10 +536,7 @@ impl Unpacker {
             entry: name.to_owned(),
             reason,
         };
-        let target = entry
-            .link_name_bytes()
-            .ok_or_else(|| refused(Refusal::NoLinkTarget))?
-            .into_owned();
+        let target = link_target(entry, name)?;
         let target_name = String::from_utf8_lossy(&target).into_owned();
         let on_target = |reason| {
             refused(Refusal::LinkTarget {
