@@ -327,8 +327,25 @@ fn milliseconds(time: Duration) -> f64 {
     time.as_secs_f64() * 1000.0
 }
 
-/// A figure read from each run's sample.
-type Measured = (FigureId, FigureUnit, fn(&Sample) -> f64);
+/// One figure's value in a run's sample.
+type SampleValue = fn(&Sample) -> f64;
+
+/// How each run's sample gives a figure; `None` for disk, which is the
+/// files' sizes rather than something a run measures.
+fn measure(id: FigureId) -> Option<(FigureUnit, SampleValue)> {
+    use FigureUnit::{Bytes, Milliseconds};
+    Some(match id {
+        FigureId::FirstOutput => (Milliseconds, |s| milliseconds(s.first_output)),
+        FigureId::Exit => (Milliseconds, |s| milliseconds(s.exit)),
+        FigureId::Memory => (Bytes, |s| s.memory as f64),
+        FigureId::Disk => return None,
+        FigureId::Cpu => (Milliseconds, |s| milliseconds(s.cpu)),
+        FigureId::Files => (Milliseconds, |s| milliseconds(s.files)),
+        FigureId::Forks => (Milliseconds, |s| milliseconds(s.forks)),
+        FigureId::Request => (Milliseconds, |s| milliseconds(s.request)),
+        FigureId::Teardown => (Milliseconds, |s| milliseconds(s.teardown)),
+    })
+}
 
 fn figures(
     boxes: &[Sample],
@@ -336,49 +353,32 @@ fn figures(
     layers: Vec<FigurePart>,
     vm_disk: Vec<FigurePart>,
 ) -> Vec<Figure> {
-    use FigureUnit::{Bytes, Milliseconds};
-    let measured: [Measured; 8] = [
-        (FigureId::FirstOutput, Milliseconds, |s| {
-            milliseconds(s.first_output)
-        }),
-        (FigureId::Exit, Milliseconds, |s| milliseconds(s.exit)),
-        (FigureId::Memory, Bytes, |s| s.memory as f64),
-        (FigureId::Cpu, Milliseconds, |s| milliseconds(s.cpu)),
-        (FigureId::Files, Milliseconds, |s| milliseconds(s.files)),
-        (FigureId::Forks, Milliseconds, |s| milliseconds(s.forks)),
-        (FigureId::Request, Milliseconds, |s| milliseconds(s.request)),
-        (FigureId::Teardown, Milliseconds, |s| {
-            milliseconds(s.teardown)
-        }),
-    ];
-    let mut figures: Vec<Figure> = measured
-        .into_iter()
-        .map(|(id, unit, value)| Figure {
-            id,
-            unit,
-            container: spread(boxes.iter().map(value).collect()),
-            vm: spread(vms.iter().map(value).collect()),
-            // Every VM figure but its files' sizes comes from guest code
-            // qemu runs (even its memory holds TCG's translated code).
-            emulated: true,
-            container_parts: Vec::new(),
-            vm_parts: Vec::new(),
-        })
-        .collect();
     let total = |parts: &[FigurePart]| parts.iter().map(|p| p.bytes).sum::<u64>() as f64;
-    figures.insert(
-        3,
-        Figure {
-            id: FigureId::Disk,
-            unit: Bytes,
-            container: spread(vec![total(&layers)]),
-            vm: spread(vec![total(&vm_disk)]),
-            emulated: false,
-            container_parts: layers,
-            vm_parts: vm_disk,
-        },
-    );
-    figures
+    FigureId::ALL
+        .into_iter()
+        .map(|id| match measure(id) {
+            Some((unit, value)) => Figure {
+                id,
+                unit,
+                container: spread(boxes.iter().map(value).collect()),
+                vm: spread(vms.iter().map(value).collect()),
+                // Every VM figure but its files' sizes comes from guest code
+                // qemu runs (even its memory holds TCG's translated code).
+                emulated: true,
+                container_parts: Vec::new(),
+                vm_parts: Vec::new(),
+            },
+            None => Figure {
+                id,
+                unit: FigureUnit::Bytes,
+                container: spread(vec![total(&layers)]),
+                vm: spread(vec![total(&vm_disk)]),
+                emulated: false,
+                container_parts: layers.clone(),
+                vm_parts: vm_disk.clone(),
+            },
+        })
+        .collect()
 }
 
 #[cfg(test)]
