@@ -244,7 +244,6 @@ pub struct VmRun {
     /// From starting qemu to its exit.
     pub total: Duration,
     pub attempts: u32,
-    pub accel: Accel,
 }
 
 fn strip_escapes(line: &str) -> String {
@@ -296,7 +295,6 @@ pub struct RunningVm {
     errors: Option<std::thread::JoinHandle<String>>,
     started: Instant,
     lines: Vec<String>,
-    pub accel: Accel,
 }
 
 impl RunningVm {
@@ -321,7 +319,6 @@ impl RunningVm {
             errors: Some(errors),
             started,
             lines: Vec::new(),
-            accel,
         })
     }
 
@@ -482,7 +479,6 @@ pub fn boot(config: &VmConfig, initrd: &Path) -> Result<VmRun, VmError> {
             boot,
             total: finished.total,
             attempts,
-            accel: config.accel,
         }),
         Err(Missed::Exited) => Err(VmError::NoResult {
             status: finished.status,
