@@ -4,13 +4,14 @@
 //! unpacks it there), and a boot that captures the serial console.
 //!
 //! /dev/kvm on the project's machines cannot run a stock kernel, so the
-//! default is software emulation (TCG): `-M q35` boots to /init in about
-//! 2.5 s of guest time (about 5 s on the wall). A boot is killed at its
-//! deadline and retried once (`-M microvm` was seen to hang at clock
-//! calibration under TCG; q35 is the safe choice, the retry the safety
-//! net). qemu dies with its parent (PR_SET_PDEATHSIG) and is killed when its
-//! handle is dropped, so nothing outlives a test; the initramfs lives in a
-//! temporary directory removed on drop.
+//! default is software emulation (TCG); [`choose_accel`] tries KVM with a
+//! short boot. Under TCG `-M q35` boots to /init in about 2.5 s of guest
+//! time (about 5 s on the wall). A boot is killed at its deadline and
+//! retried once (`-M microvm` was seen to hang at clock calibration under
+//! TCG; q35 is the safe choice, the retry the safety net). qemu dies with
+//! its parent (PR_SET_PDEATHSIG) and is killed when its handle is dropped,
+//! so nothing outlives a test; a test's initramfs lives in a temporary
+//! directory removed on drop.
 
 pub mod initramfs;
 
