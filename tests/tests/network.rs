@@ -255,6 +255,74 @@ fn two_boxes_on_one_bridge_reach_each_other() {
     assert_detached(second_walk, &second_veth);
 }
 
+/// eth0's MAC inside the box `pid`.
+fn box_mac(pid: u32) -> String {
+    let link = nsenter_ok(pid, &["-n", "ip", "-j", "link", "show", "dev", "eth0"]);
+    let link: Vec<Value> = serde_json::from_str(&link).unwrap();
+    link[0]["address"].as_str().unwrap().to_owned()
+}
+
+/// The MAC damda gives the box at `address`: 02:da and its four bytes.
+fn mac_of(address: &str) -> String {
+    let octets = address.parse::<std::net::Ipv4Addr>().unwrap().octets();
+    let bytes = [0x02, 0xda, octets[0], octets[1], octets[2], octets[3]];
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// What the host's neighbour table holds for `address` on the bridge.
+fn neighbour(address: &str) -> Option<String> {
+    let entries = ip_json(&["-j", "neigh", "show", "to", address, "dev", "damda0"]);
+    entries
+        .first()
+        .and_then(|e| e["lladdr"].as_str())
+        .map(str::to_owned)
+}
+
+/// A box that takes a freed address must answer the host at once. With a
+/// random MAC it did not: the host's neighbour entry still named the old
+/// box's MAC (REACHABLE for up to a minute), so the new box's first
+/// connections went nowhere. The MAC follows the address, as Docker's do.
+#[test]
+fn a_box_on_a_freed_address_has_the_mac_the_host_knows() {
+    // Keeps the bridge (and its neighbour table) while the others come and go.
+    let keeper = HeldWalk::start("network");
+    let first = HeldWalk::start("network");
+    let (first_veth, first_address, _) = this_port(network(first.last()));
+    assert_eq!(box_mac(first.pid()), mac_of(&first_address));
+    serve_in_box(first.pid(), "the-first-box");
+    let page = get_page(&format!("{first_address}:80"));
+    assert!(page.contains("the-first-box"), "{page}");
+    assert_eq!(
+        neighbour(&first_address).as_deref(),
+        Some(mac_of(&first_address).as_str()),
+        "the host learnt the first box's MAC"
+    );
+    let first_walk = first.walk_pid();
+    first.end_cleanly();
+    assert_detached(first_walk, &first_veth);
+
+    // The lowest free address: the first box's, unless a parallel test took it.
+    let second = HeldWalk::start("network");
+    let (_, second_address, _) = this_port(network(second.last()));
+    assert_eq!(box_mac(second.pid()), mac_of(&second_address));
+    if second_address == first_address {
+        // The host's entry, learnt from the first box, is right for this one.
+        assert_eq!(
+            neighbour(&second_address).as_deref(),
+            Some(box_mac(second.pid()).as_str())
+        );
+    }
+    serve_in_box(second.pid(), "the-second-box");
+    let page = get_page(&format!("{second_address}:80"));
+    assert!(page.contains("the-second-box"), "{page}");
+    second.end_cleanly();
+    keeper.end_cleanly();
+}
+
 #[test]
 fn a_killed_walk_leaves_a_lease_that_sweep_removes() {
     let walk = HeldWalk::start("network");

@@ -81,9 +81,9 @@ const IP_FORWARD: &str = "net.ipv4.ip_forward";
 /// The bridge's own, fixed address (locally administered: the 02 bit), so
 /// it does not change with its ports and the boxes' ARP entries for the
 /// gateway stay right.
-const BRIDGE_MAC: [u8; 6] = [0x02, 0xda, 0x4d, 0xa0, 0x00, 0x01];
+pub const BRIDGE_MAC: [u8; 6] = [0x02, 0xda, 0x4d, 0xa0, 0x00, 0x01];
 
-fn mac_text(mac: [u8; 6]) -> String {
+pub fn mac_text(mac: [u8; 6]) -> String {
     mac.iter()
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
@@ -158,6 +158,16 @@ impl BoxNetwork {
 
     /// The name the box's end has once inside.
     pub const INSIDE_NAME: &'static str = "eth0";
+
+    /// The box's MAC, made from its address as Docker makes its (02:42 and
+    /// the four bytes). A box that takes a freed address then has the MAC
+    /// the host's neighbour table still holds for that address; a random
+    /// one goes unanswered until the host probes its stale entry again,
+    /// which takes seconds (while the entry is REACHABLE, up to a minute).
+    pub fn mac(&self) -> [u8; 6] {
+        let [a, b, c, d] = self.address.octets();
+        [0x02, 0xda, a, b, c, d]
+    }
 }
 
 impl NetworkConfig {
@@ -244,6 +254,11 @@ pub fn attach(
             format!("RTM_NEWLINK {} master {} up", plan.host_veth, plan.bridge),
         );
         let peer = existing(&mut netlink, &plan.peer)?;
+        netlink.set_mac(peer, plan.mac())?;
+        done(
+            &mut log,
+            format!("RTM_NEWLINK {} address {}", plan.peer, mac_text(plan.mac())),
+        );
         netlink.move_to_netns_of_pid(peer, pid)?;
         done(
             &mut log,

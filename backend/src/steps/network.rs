@@ -11,7 +11,7 @@
 
 use super::{BoxSpec, Phase, Step};
 use crate::kernel::{Kernel, LinkOp, SysError};
-use crate::network::{nat, BoxNetwork};
+use crate::network::{mac_text, nat, BoxNetwork, BRIDGE_MAC};
 use damda_protocol::{NsKind, StepId};
 use nix::errno::Errno;
 
@@ -77,6 +77,7 @@ impl Step for Network {
 
     fn commands(&self, spec: &BoxSpec, pid: u32) -> Vec<String> {
         let plan = spec.network.clone().unwrap_or_else(BoxNetwork::example);
+        let mac = mac_text(plan.mac());
         let BoxNetwork {
             bridge,
             subnet,
@@ -91,12 +92,12 @@ impl Step for Network {
         vec![
             "# 1. the bridge (docker0's role) and its gateway address".into(),
             format!("ip route | grep -F {subnet} || echo 'subnet free'"),
-            format!("ip link add {bridge} address 02:da:4d:a0:00:01 type bridge   # a fixed MAC: the gateway's stays put as boxes come and go"),
+            format!("ip link add {bridge} address {} type bridge   # a fixed MAC: the gateway's stays put as boxes come and go", mac_text(BRIDGE_MAC)),
             format!("ip addr add {gateway}/{prefix} dev {bridge}"),
             format!("ip link set {bridge} up"),
             "sysctl -w net.ipv4.ip_forward=1    # damda records the old value and restores it".into(),
             "# 2. a veth pair: one end on the bridge, the other into the box as eth0".into(),
-            format!("ip link add {host_veth} type veth peer name {peer}"),
+            format!("ip link add {host_veth} type veth peer name {peer} address {mac}   # the MAC follows the address, as Docker's do"),
             format!("ip link set {host_veth} master {bridge} up"),
             format!("ip link set {peer} netns {pid}"),
             format!("nsenter -t {pid} -U -n ip link set {peer} name eth0"),
@@ -179,6 +180,7 @@ mod tests {
         for expected in [
             "ip link add damda0 address 02:da:4d:a0:00:01 type bridge",
             "ip link set damda-c2 netns 4242",
+            "peer name damda-c2 address 02:da:0a:dd:00:02",
             "ip route add default via 10.221.0.1",
             "dnat to 10.221.0.2:80",
             "tcp dport 8081",
