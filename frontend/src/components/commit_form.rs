@@ -101,7 +101,7 @@ pub fn commit_form(props: &CommitFormProps) -> Html {
         let rows = image.layers.iter().enumerate().rev().map(|(index, layer)| {
             let shared = base.contains(layer.digest.as_str());
             html! {
-                <li class={classes!("commit-layer", if shared { "is-shared" } else { "is-new" })}
+                <li class={classes!("stack-row", if shared { "layer-row" } else { "new-layer-row" })}
                     data-shared={shared.to_string()}
                     data-digest={layer.digest.clone()}
                     data-index={index.to_string()}>
@@ -141,7 +141,7 @@ pub fn commit_form(props: &CommitFormProps) -> Html {
                     { " (" }<code class="commit-id">{ &image.id }</code>{ ")" }
                 </p>
                 <h3 class="sub-head">{ t.commit_layers }</h3>
-                <ul class="commit-layers" aria-label={t.commit_layers}>
+                <ul class="layer-stack" aria-label={t.commit_layers}>
                     { for rows }
                 </ul>
                 <p class="img-note commit-summary">
