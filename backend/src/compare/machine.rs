@@ -137,9 +137,10 @@ impl Machine {
     pub fn command_line(&self, accel: Accel) -> String {
         let config = VmConfig {
             forward: Some(8090),
+            accel,
             ..self.config.clone()
         };
-        config.command_line(&self.initrd, accel)
+        config.command_line(&self.initrd)
     }
 
     /// The accelerator, by a short trial boot with KVM (see
@@ -157,6 +158,7 @@ impl Machine {
         let port = free_port()?;
         let config = VmConfig {
             forward: Some(port),
+            accel,
             ..self.config.clone()
         };
         let failed = |vm: &RunningVm, missed: Missed, what: &str| {
@@ -177,7 +179,7 @@ impl Machine {
             mut vm,
             init_line: guest_init,
             ..
-        } = vm::start(&config, &self.initrd, accel)?;
+        } = vm::start(&config, &self.initrd)?;
         let deadline = vm.started() + config.timeout;
         let mut lines = Vec::new();
         for mark in workload::MARKS {

@@ -170,7 +170,7 @@ impl VmConfig {
     }
 
     /// qemu's arguments, as the command runs them.
-    fn args(&self, initrd: &Path, accel: Accel) -> Vec<String> {
+    fn args(&self, initrd: &Path) -> Vec<String> {
         let nic = match self.forward {
             Some(port) => {
                 format!("user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:80")
@@ -182,7 +182,7 @@ impl VmConfig {
             .into();
         for (flag, value) in [
             ("-nic", nic),
-            ("-accel", accel.qemu_name().to_owned()),
+            ("-accel", self.accel.qemu_name().to_owned()),
             ("-m", self.memory_mib.to_string()),
             ("-smp", self.cpus.to_string()),
             ("-kernel", self.kernel.display().to_string()),
@@ -199,23 +199,18 @@ impl VmConfig {
     }
 
     /// The command line to boot this VM by hand.
-    pub fn command_line(&self, initrd: &Path, accel: Accel) -> String {
+    pub fn command_line(&self, initrd: &Path) -> String {
         std::iter::once(self.qemu.display().to_string())
-            .chain(self.args(initrd, accel).into_iter().map(|arg| {
-                if arg.contains(' ') {
-                    format!("'{arg}'")
-                } else {
-                    arg
-                }
-            }))
+            .chain(self.args(initrd))
+            .map(|arg| shell_word(&arg))
             .collect::<Vec<_>>()
             .join(" ")
     }
 
-    fn command(&self, initrd: &Path, accel: Accel) -> Command {
+    fn command(&self, initrd: &Path) -> Command {
         let mut command = Command::new(&self.qemu);
         command
-            .args(self.args(initrd, accel))
+            .args(self.args(initrd))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -299,10 +294,10 @@ pub struct RunningVm {
 }
 
 impl RunningVm {
-    pub fn start(config: &VmConfig, initrd: &Path, accel: Accel) -> Result<Self, VmError> {
+    pub fn start(config: &VmConfig, initrd: &Path) -> Result<Self, VmError> {
         let started = Instant::now();
         let mut child = config
-            .command(initrd, accel)
+            .command(initrd)
             .spawn()
             .map_err(io_error("starting", &config.qemu))?;
         let stdout = child.stdout.take().expect("piped");
@@ -423,10 +418,10 @@ pub struct Booted {
 /// Starts qemu and waits for /init's first line. A boot that hangs past
 /// `config.boot_timeout` (seen at clock calibration under TCG) is killed and
 /// tried again, `config.retries` times.
-pub fn start(config: &VmConfig, initrd: &Path, accel: Accel) -> Result<Booted, VmError> {
+pub fn start(config: &VmConfig, initrd: &Path) -> Result<Booted, VmError> {
     let mut last = Vec::new();
     for attempts in 1..=config.retries + 1 {
-        let mut vm = RunningVm::start(config, initrd, accel)?;
+        let mut vm = RunningVm::start(config, initrd)?;
         match vm.wait_for(INIT_MARK, vm.started() + config.boot_timeout) {
             Ok((line, boot)) => {
                 let init_line = line[line.find(INIT_MARK).unwrap_or(0)..].to_owned();
@@ -462,7 +457,7 @@ pub fn boot(config: &VmConfig, initrd: &Path) -> Result<VmRun, VmError> {
         boot,
         attempts,
         ..
-    } = start(config, initrd, config.accel)?;
+    } = start(config, initrd)?;
     let result = vm.wait_for(RESULT_MARK, vm.started() + config.timeout);
     // poweroff -f follows the result at once; do not wait long for it.
     let finished = vm.finish(match result {
@@ -502,7 +497,11 @@ const KVM_TRIAL: Duration = Duration::from_secs(10);
 /// that cannot run a stock kernel. The guest is stopped once /init speaks
 /// (given 5 s to power off on its own).
 pub fn choose_accel(config: &VmConfig, initrd: &Path) -> (Accel, String) {
-    let Ok(mut vm) = RunningVm::start(config, initrd, Accel::Kvm) else {
+    let trial = VmConfig {
+        accel: Accel::Kvm,
+        ..config.clone()
+    };
+    let Ok(mut vm) = RunningVm::start(&trial, initrd) else {
         return (
             Accel::Tcg,
             "qemu could not be started with -accel kvm".into(),
