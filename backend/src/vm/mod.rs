@@ -19,6 +19,7 @@ pub use initramfs::{parse_ldd, Initramfs};
 
 use crate::lines::Lines;
 pub use crate::lines::Missed;
+use damda_protocol::shell_word;
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -601,6 +602,32 @@ mod tests {
         assert_eq!(
             strip_escapes("\u{1b}c\u{1b}[?7l\u{1b}[2JDAMDA-VM-RESULT: 0\r"),
             "DAMDA-VM-RESULT: 0"
+        );
+    }
+
+    #[test]
+    fn the_command_line_quotes_what_the_shell_would_split() {
+        let config = VmConfig {
+            forward: Some(8090),
+            ..VmConfig::new(PathBuf::from("/srv/my vms/vmlinuz"))
+        };
+        let line = config.command_line(Path::new("/srv/it's/initrd.gz"));
+        assert!(line.starts_with("qemu-system-x86_64 -M q35 "), "{line}");
+        assert!(line.contains(" -accel tcg "), "{line}");
+        assert!(line.contains(" -kernel '/srv/my vms/vmlinuz' "), "{line}");
+        assert!(
+            line.contains(r" -initrd '/srv/it'\''s/initrd.gz' "),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(" -append 'console=ttyS0 quiet panic=-1  rdinit=/init'"),
+            "{line}"
+        );
+        assert!(
+            line.contains(
+                " -nic user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:8090-:80 "
+            ),
+            "the forward is one plain word: {line}"
         );
     }
 
