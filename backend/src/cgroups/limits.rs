@@ -208,6 +208,14 @@ fn docker_size(bytes: u64) -> String {
 /// list already matches [`DEVICE_ALLOW_LIST`].
 pub fn docker_command(limits: &Limits) -> String {
     let mut words = vec!["docker run --rm -it".to_owned()];
+    words.extend(docker_limit_flags(limits));
+    words.push("busybox sh".to_owned());
+    words.join(" ")
+}
+
+/// The `docker run` flags that ask for `limits`.
+pub fn docker_limit_flags(limits: &Limits) -> Vec<String> {
+    let mut words = Vec::new();
     if let Some(memory) = limits.memory_bytes {
         words.push(format!("--memory {}", docker_size(memory)));
         // --memory-swap is the total of memory and swap; -1 is unlimited.
@@ -232,8 +240,7 @@ pub fn docker_command(limits: &Limits) -> String {
     if let Some(weight) = limits.io_weight {
         words.push(format!("--blkio-weight {}", blkio_weight(weight)));
     }
-    words.push("busybox sh".to_owned());
-    words.join(" ")
+    words
 }
 
 #[cfg(test)]

@@ -77,7 +77,8 @@ pub(crate) use boxcg::kill_and_remove_tree;
 pub use boxcg::{kill_processes, restore_server_placement, BoxCgroup, GroupDir, Op, SERVER_LEAF};
 pub use layout::{CgroupVersion, Hierarchy, Layout, Unified};
 pub use limits::{
-    docker_command, Limits, LimitsCheck, DEVICE_ALLOW_LIST, MAX_PIDS, MIN_CPU_US, MIN_MEMORY_BYTES,
+    docker_command, docker_limit_flags, Limits, LimitsCheck, DEVICE_ALLOW_LIST, MAX_PIDS,
+    MIN_CPU_US, MIN_MEMORY_BYTES,
 };
 pub use stats::{parse_stats, stat_files, CgroupStats};
 

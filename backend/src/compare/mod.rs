@@ -146,12 +146,11 @@ pub fn spread(samples: Vec<f64>) -> Spread {
 /// The `docker run` that does what the container side does (the server is
 /// the image's own command there; here the workload replaces it).
 fn docker_line(limits: &Limits, image: &str) -> String {
-    let line = crate::cgroups::docker_command(limits).replacen(" -it", "", 1);
-    let line = line.strip_suffix(" busybox sh").unwrap_or(&line);
-    format!(
-        "{line} -p 8081:80 {image} sh -c {}",
-        shell_word(workload::SCRIPT)
-    )
+    let mut words = vec!["docker run --rm".to_owned()];
+    words.extend(crate::cgroups::docker_limit_flags(limits));
+    words.push(format!("-p 8081:80 {image} sh -c"));
+    words.push(shell_word(workload::SCRIPT));
+    words.join(" ")
 }
 
 /// The box gets what the VM gets: one CPU and the VM's memory.
