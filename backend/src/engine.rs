@@ -123,6 +123,17 @@ impl EngineConfig {
             vm: paths.data.join("vm"),
         }
     }
+
+    /// The image store, its layers unpacked owned by the boxes' mapped ids.
+    pub fn store(&self) -> Result<ImageStore, crate::image::StoreError> {
+        ImageStore::open_with(
+            &self.images,
+            UnpackOptions {
+                owner_offset: self.ids.outside,
+                ..UnpackOptions::default()
+            },
+        )
+    }
 }
 
 pub struct Engine {
@@ -164,13 +175,7 @@ impl Engine {
         path: &Path,
         progress: &mut dyn FnMut(crate::image::Progress),
     ) -> Result<Vec<String>, EngineError> {
-        let store = ImageStore::open_with(
-            &self.config.images,
-            UnpackOptions {
-                owner_offset: self.config.ids.outside,
-                ..UnpackOptions::default()
-            },
-        )?;
+        let store = self.config.store()?;
         let names = crate::image::import(&store, path, None, progress).map_err(|err| {
             EngineError::BadImage {
                 name: path.display().to_string(),
@@ -378,11 +383,7 @@ impl LiveBox {
     ) -> Result<(), EngineError> {
         use std::os::unix::fs::{chown, DirBuilderExt};
         let owner = self.spec.ids.outside;
-        let options = UnpackOptions {
-            owner_offset: owner,
-            ..UnpackOptions::default()
-        };
-        let store = ImageStore::open_with(&engine.config.images, options)?;
+        let store = engine.config.store()?;
         let image = store.image(reference)?;
         let layers = store.unpacked_layers(reference)?;
         if !dir.exists() {
@@ -745,6 +746,8 @@ impl BoxSession {
                 .map(|v| format!("{}:{}", v.host.display(), v.target.display()))
                 .collect(),
             available: self
+                .engine
+                .config
                 .store()
                 .and_then(|store| store.images())
                 .map(|images| images.iter().map(|i| i.reference.to_string()).collect())
@@ -788,17 +791,6 @@ impl BoxSession {
         Some(crate::image::upper::list(&plan.upper, &plan.lowers, &skip))
     }
 
-    /// The image store, its layers owned by the boxes' mapped ids.
-    fn store(&self) -> Result<ImageStore, crate::image::StoreError> {
-        ImageStore::open_with(
-            &self.engine.config.images,
-            UnpackOptions {
-                owner_offset: self.live.spec.ids.outside,
-                ..UnpackOptions::default()
-            },
-        )
-    }
-
     /// `docker commit`: the box's upper directory saved as a new layer on
     /// its image, tagged `name`. Returns the new image's name, id and layers.
     pub fn commit(&self, name: &str) -> Result<(String, String, Vec<LayerView>), EngineError> {
@@ -823,7 +815,7 @@ impl BoxSession {
             .ok_or(EngineError::NotYet(
                 "commit saves the box's upper directory: go to the overlay step first",
             ))?;
-        let store = self.store()?;
+        let store = self.engine.config.store()?;
         let image =
             crate::image::commit::commit(&store, &self.image, &plan.upper, &["/dev"], &reference)?;
         let layers = store.unpacked_layers(&reference)?;
@@ -843,7 +835,7 @@ impl BoxSession {
                     name: name.to_owned(),
                     why: e.to_string(),
                 })?;
-        self.store()?.image(&reference)?;
+        self.engine.config.store()?.image(&reference)?;
         self.image = reference;
         if self.applied.contains(&StepId::Overlay) {
             let path = self.applied.clone();
@@ -880,6 +872,14 @@ impl BoxSession {
         let mut view = self.network_view(&self.inside_links, false)?;
         view.forward_drops = self.forward_drops.clone();
         Some(view)
+    }
+
+    /// The host's address for the box's port 80, once attached.
+    pub fn forwarded_address(&self) -> Option<std::net::SocketAddr> {
+        self.live
+            .network
+            .as_ref()
+            .map(network::Attachment::proxy_address)
     }
 
     /// Live usage of the box's cgroup, once it has one.

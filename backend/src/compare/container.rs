@@ -58,14 +58,9 @@ pub(super) fn run(engine: &Arc<Engine>, limits: &Limits) -> Result<Sample, Compa
         other => return Err(failed(format!("the workload ended with {other:?}"))),
     }
     let timings = workload::timings(&lines).map_err(failed)?;
-    let proxy = session
-        .network_traffic()
-        .and_then(|view| view.forward)
-        .map(|forward| forward.proxy)
+    let address = session
+        .forwarded_address()
         .ok_or_else(|| failed("the box has no forwarded port".into()))?;
-    let address = proxy
-        .parse()
-        .map_err(|e| failed(format!("the forwarded port {proxy}: {e}")))?;
     let request = requests(address).map_err(|reason| CompareError::Request {
         side: "container",
         reason,

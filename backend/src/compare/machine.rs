@@ -4,7 +4,7 @@
 //! server, runs the same workload, then waits for the host to say stop.
 
 use super::{requests, workload, CompareError, Sample};
-use crate::image::{self, ImageStore, UnpackOptions};
+use crate::image;
 use crate::vm::{self, Accel, Initramfs, Missed, RunningVm, VmConfig, VmError};
 use damda_protocol::FigurePart;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
@@ -57,7 +57,10 @@ pub(super) struct Machine {
     config: VmConfig,
     initrd: PathBuf,
     pub kernel_release: String,
+    /// The VM's files on disk: its kernel and initramfs.
     pub disk: Vec<FigurePart>,
+    /// The container's: the image's layer blobs.
+    pub layers: Vec<FigurePart>,
 }
 
 impl Machine {
@@ -67,14 +70,9 @@ impl Machine {
         let kernel = vm::kernel(&config.vm)?;
         // The layers as the boxes have them unpacked (owned by the mapped
         // root); reading them needs no second copy.
-        let store = ImageStore::open_with(
-            &config.images,
-            UnpackOptions {
-                owner_offset: config.ids.outside,
-                ..UnpackOptions::default()
-            },
-        )
-        .map_err(|e| CompareError::Image(Box::new(e.into())))?;
+        let store = config
+            .store()
+            .map_err(|e| CompareError::Image(Box::new(e.into())))?;
         let stored = store
             .image(&config.image)
             .map_err(|e| CompareError::Image(Box::new(e.into())))?;
@@ -119,6 +117,16 @@ impl Machine {
                 bytes: size(&initrd),
             },
         ];
+        let layers = stored
+            .manifest
+            .layers()
+            .iter()
+            .enumerate()
+            .map(|(index, layer)| FigurePart {
+                name: format!("layer {} ({})", index + 1, image::short_id(layer.digest())),
+                bytes: layer.size(),
+            })
+            .collect();
         Ok(Machine {
             config: VmConfig {
                 memory_mib: MEMORY_MIB,
@@ -130,6 +138,7 @@ impl Machine {
             initrd,
             kernel_release,
             disk,
+            layers,
         })
     }
 

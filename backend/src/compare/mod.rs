@@ -186,23 +186,6 @@ pub fn compare(
         vms.push(machine.run(accel)?);
     }
     let image = engine.config().image.to_string();
-    let layers = crate::image::ImageStore::open(&engine.config().images)
-        .and_then(|store| store.image(&engine.config().image))
-        .map_err(|e| CompareError::Image(Box::new(e.into())))?;
-    let layer_parts: Vec<FigurePart> = layers
-        .manifest
-        .layers()
-        .iter()
-        .enumerate()
-        .map(|(index, layer)| FigurePart {
-            name: format!(
-                "layer {} ({})",
-                index + 1,
-                crate::image::short_id(layer.digest())
-            ),
-            bytes: layer.size(),
-        })
-        .collect();
     Ok(Comparison {
         accelerator: if accel == Accel::Kvm {
             Accelerator::Kvm
@@ -223,7 +206,7 @@ pub fn compare(
         workload: workload::SCRIPT.to_owned(),
         vm_command: machine.command_line(accel),
         container_command: docker_line(&limits, &image),
-        figures: figures(&boxes, &vms, layer_parts, machine.disk.clone()),
+        figures: figures(&boxes, &vms, machine.layers.clone(), machine.disk.clone()),
     })
 }
 

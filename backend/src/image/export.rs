@@ -25,7 +25,7 @@
 //! volumes.
 
 use super::provenance::{is_opaque, is_whiteout};
-use super::{human_size, ImageStore, Reference, StoreError, UnpackOptions};
+use super::{human_size, Reference, StoreError};
 use crate::cgroups::Limits;
 use crate::engine::EngineConfig;
 use crate::steps::IdMap;
@@ -227,13 +227,7 @@ pub fn export(config: &EngineConfig, dir: &Path, args: &[String]) -> Result<Expo
     if !nix::unistd::geteuid().is_root() {
         return Err(ExportError::NotRoot);
     }
-    let store = ImageStore::open_with(
-        &config.images,
-        UnpackOptions {
-            owner_offset: config.ids.outside,
-            ..UnpackOptions::default()
-        },
-    )?;
+    let store = config.store()?;
     let image = store.image(&config.image)?;
     let args = if args.is_empty() {
         image.command()

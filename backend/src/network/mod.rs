@@ -189,7 +189,14 @@ impl NetworkConfig {
 pub struct Attachment {
     pub plan: BoxNetwork,
     config: NetworkConfig,
-    _proxy: proxy::Proxy,
+    proxy: proxy::Proxy,
+}
+
+impl Attachment {
+    /// Where the host reaches the box's port 80: the proxy on 127.0.0.1.
+    pub fn proxy_address(&self) -> SocketAddr {
+        self.proxy.address()
+    }
 }
 
 /// What a host-side operation did, as the syscall panel lists it.
@@ -235,7 +242,7 @@ pub fn attach(
     let attachment = Attachment {
         plan: plan.clone(),
         config: config.clone(),
-        _proxy: proxy,
+        proxy,
     };
     let made = (|| {
         netlink.create_veth(&plan.host_veth, &plan.peer)?;
