@@ -165,6 +165,22 @@ impl Engine {
     pub fn network_config(&self) -> &NetworkConfig {
         &self.config.network
     }
+
+    /// At exit: removes what the ledger still holds, this instance's places
+    /// on the bridge, and (on cgroup v2, where the first box moved this
+    /// process into a leaf of its own) puts the process back. Returns every
+    /// error; keeps going past each.
+    pub fn shutdown(&self) -> Vec<String> {
+        let mut errors = self.ledger.close().errors;
+        // The boxes' processes are gone; their places on the bridge go next.
+        errors.extend(crate::network::release_own(&self.config.network).1);
+        if let Ok(layout) = &self.layout {
+            if let Err(err) = crate::cgroups::restore_server_placement(layout) {
+                errors.push(format!("restoring this process's cgroup: {err}"));
+            }
+        }
+        errors
+    }
 }
 
 impl Engine {

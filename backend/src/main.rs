@@ -193,7 +193,7 @@ fn engine(
     limits: damda::cgroups::Limits,
     network: &NetworkArgs,
     volumes: Vec<damda::steps::Volume>,
-) -> anyhow::Result<(Arc<Engine>, Arc<Ledger>)> {
+) -> anyhow::Result<Arc<Engine>> {
     let network = network.config()?;
     sweep_at_start(paths, &network);
     let ledger = Arc::new(Ledger::create(&paths.ledger())?);
@@ -204,7 +204,7 @@ fn engine(
     if let Some(rootfs) = rootfs {
         config.rootfs = rootfs;
     }
-    Ok((Arc::new(Engine::new(ledger.clone(), config)?), ledger))
+    Ok(Arc::new(Engine::new(ledger, config)?))
 }
 
 impl BoxArgs {
@@ -212,7 +212,7 @@ impl BoxArgs {
         self,
         paths: &Paths,
         rootfs: Option<std::path::PathBuf>,
-    ) -> anyhow::Result<(Arc<Engine>, Arc<Ledger>)> {
+    ) -> anyhow::Result<Arc<Engine>> {
         engine(
             paths,
             rootfs,
@@ -223,20 +223,9 @@ impl BoxArgs {
     }
 }
 
-fn close(ledger: &Ledger, engine: &Engine) {
-    for error in ledger.close().errors {
+fn close(engine: &Engine) {
+    for error in engine.shutdown() {
         tracing::warn!("cleanup: {error}");
-    }
-    // The boxes' processes are gone; their places on the bridge go next.
-    for error in damda::network::release_own(engine.network_config()).1 {
-        tracing::warn!("cleanup: {error}");
-    }
-    // On cgroup v2 the first box moved this process into a leaf of its own;
-    // with every box gone, put it back (a no-op on v1 or when it never moved).
-    if let Ok(layout) = damda::cgroups::Layout::detect() {
-        if let Err(err) = damda::cgroups::restore_server_placement(&layout) {
-            tracing::warn!("restoring this process's cgroup: {err}");
-        }
     }
 }
 
@@ -273,9 +262,9 @@ fn main() -> anyhow::Result<()> {
             boxes,
         } => {
             require_root("damda walk")?;
-            let (engine, ledger) = boxes.engine(&paths, rootfs)?;
+            let engine = boxes.engine(&paths, rootfs)?;
             let outcome = damda::cli::walk::walk(engine.clone(), to, hold);
-            close(&ledger, &engine);
+            close(&engine);
             match outcome {
                 Ok(()) => Ok(()),
                 Err(damda::cli::walk::WalkError::StepFailed) => std::process::exit(1),
@@ -300,7 +289,7 @@ fn main() -> anyhow::Result<()> {
             if max_boxes == 0 {
                 bail!("--max-boxes must be at least 1");
             }
-            let (engine, ledger) = boxes.engine(&paths, None)?;
+            let engine = boxes.engine(&paths, None)?;
             let options = damda::server::ServeOptions {
                 listen,
                 web_dir: paths.web.clone(),
@@ -312,7 +301,7 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let outcome = runtime.block_on(damda::server::serve(engine.clone(), options));
             runtime.shutdown_timeout(Duration::from_secs(2));
-            close(&ledger, &engine);
+            close(&engine);
             outcome
         }
         Commands::Doctor => {
@@ -426,11 +415,11 @@ fn main() -> anyhow::Result<()> {
             require_root("damda compare")?;
             // The box's memory and CPUs are set to the VM's by the comparison.
             let limits = damda::cgroups::Limits::default();
-            let (engine, ledger) = engine(&paths, None, limits, &network, Vec::new())?;
+            let engine = engine(&paths, None, limits, &network, Vec::new())?;
             let outcome = damda::compare::compare(&engine, runs, &mut |stage, run, runs| {
                 eprintln!("{}", damda::compare::progress_line(stage, run, runs));
             });
-            close(&ledger, &engine);
+            close(&engine);
             let comparison = outcome?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&comparison)?);

@@ -38,12 +38,12 @@ fn row(name: &str, mut samples: Vec<Duration>) {
 }
 
 /// An engine whose boxes run from `bin`, with this run's ledger.
-fn engine(bin: &str) -> anyhow::Result<(Arc<Engine>, Arc<Ledger>)> {
+fn engine(bin: &str) -> anyhow::Result<Arc<Engine>> {
     let paths = Paths::from_env();
     let ledger = Arc::new(Ledger::create(&paths.ledger())?);
     let mut config = EngineConfig::defaults(&paths);
     config.helper_binary = bin.into();
-    Ok((Arc::new(Engine::new(ledger.clone(), config)?), ledger))
+    Ok(Arc::new(Engine::new(ledger, config)?))
 }
 
 fn steps(engine: &Arc<Engine>, runs: usize) -> anyhow::Result<()> {
@@ -254,12 +254,9 @@ fn main() -> anyhow::Result<()> {
         concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/damda").to_owned()
     });
     unpack::measure(&Paths::from_env().data)?;
-    let (engine, ledger) = engine(&bin)?;
+    let engine = engine(&bin)?;
     let measured = steps(&engine, runs).and_then(|()| throughput::measure(&engine, 5));
-    for error in ledger.close().errors {
-        eprintln!("cleanup: {error}");
-    }
-    for error in damda::network::release_own(engine.network_config()).1 {
+    for error in engine.shutdown() {
         eprintln!("cleanup: {error}");
     }
     measured?;
