@@ -5,7 +5,7 @@
 
 use super::{requests, workload, CompareError, Sample};
 use crate::image;
-use crate::vm::{self, Accel, Initramfs, Missed, RunningVm, VmConfig, VmError};
+use crate::vm::{self, Accel, Initramfs, Missed, RunningVm, VmConfig};
 use damda_protocol::FigurePart;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
 use std::path::PathBuf;
@@ -86,19 +86,9 @@ impl Machine {
         initramfs.file("/damda-workload.sh", workload::SCRIPT.into(), false);
         initramfs.init(&init_script(&modules, &stored.command()));
         // Kept beside the kernel (not in a temporary directory) so the
-        // printed qemu command line boots it by hand after the comparison;
-        // written aside and renamed, so a concurrent comparison never boots
-        // half a file.
+        // printed qemu command line boots it by hand after the comparison.
         let initrd = config.vm.join(INITRD);
-        let partial = config
-            .vm
-            .join(format!("{INITRD}.partial-{}", std::process::id()));
-        initramfs.write_gzip(&partial)?;
-        std::fs::rename(&partial, &initrd).map_err(|source| VmError::Io {
-            operation: "renaming",
-            path: partial.clone(),
-            source,
-        })?;
+        initramfs.write_gzip(&initrd)?;
         let size = |path: &std::path::Path| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let kernel_file = std::fs::canonicalize(&kernel).unwrap_or(kernel.clone());
         let kernel_release = kernel_file

@@ -208,8 +208,23 @@ impl Initramfs {
     }
 
     /// Writes the archive gzip-compressed (by Debian's gzip, fastest level:
-    /// the guest decompresses it under emulation).
+    /// the guest decompresses it under emulation). Written aside and renamed,
+    /// so a qemu booting `path` meanwhile never reads half a file; nothing is
+    /// left aside on failure.
     pub fn write_gzip(&self, path: &Path) -> Result<(), VmError> {
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(format!(".partial-{}", std::process::id()));
+        let partial = std::path::PathBuf::from(partial);
+        let written = self
+            .gzip_into(&partial)
+            .and_then(|()| std::fs::rename(&partial, path).map_err(io_error("renaming", &partial)));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
+        written
+    }
+
+    fn gzip_into(&self, path: &Path) -> Result<(), VmError> {
         let file = std::fs::File::create(path).map_err(io_error("creating", path))?;
         let mut gzip = Command::new("gzip")
             .args(["-1", "-c"])
@@ -370,6 +385,32 @@ pub fn parse_ldd(text: &str) -> Result<Vec<PathBuf>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gzip_is_written_aside_and_nothing_is_left_on_failure() {
+        let dir = crate::vm::TempDir::new("damda-initramfs-test").unwrap();
+        let mut initramfs = Initramfs::new();
+        initramfs.init("#!/bin/sh\n");
+        let listing = || {
+            let mut names: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        let initrd = dir.path().join("initrd.gz");
+        initramfs.write_gzip(&initrd).unwrap();
+        let gzip_magic = [0x1f, 0x8b];
+        assert_eq!(std::fs::read(&initrd).unwrap()[..2], gzip_magic);
+        assert_eq!(listing(), ["initrd.gz"]);
+        // Renaming onto a directory that is not empty fails.
+        let taken = dir.path().join("taken");
+        std::fs::create_dir_all(taken.join("inside")).unwrap();
+        let err = initramfs.write_gzip(&taken).unwrap_err();
+        assert!(err.to_string().contains("renaming"), "{err}");
+        assert_eq!(listing(), ["initrd.gz", "taken"]);
+    }
 
     #[test]
     fn module_depends_reads_the_modinfo_string() {
