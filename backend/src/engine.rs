@@ -780,16 +780,11 @@ impl BoxSession {
 
     /// The image's command running under the box's main process.
     fn service_pid(&self, pid: u32) -> Option<u32> {
-        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
         let wanted = self.live.spec.command.join("\0");
-        children
-            .split_whitespace()
-            .filter_map(|c| c.parse::<u32>().ok())
-            .find(|child| {
-                std::fs::read(format!("/proc/{child}/cmdline")).is_ok_and(|line| {
-                    String::from_utf8_lossy(&line).trim_end_matches('\0') == wanted
-                })
-            })
+        crate::observe::children(pid).into_iter().find(|child| {
+            std::fs::read(format!("/proc/{child}/cmdline"))
+                .is_ok_and(|line| String::from_utf8_lossy(&line).trim_end_matches('\0') == wanted)
+        })
     }
 
     /// The box's upper directory, from the `overlay` step on: what it

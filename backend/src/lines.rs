@@ -1,11 +1,26 @@
-//! A child's output read line by line on a thread of its own, so the caller
-//! can wait for the next line with a deadline: qemu's serial console, the
-//! comparison's workload in a box.
+//! Waiting on a child with a deadline: its output read line by line on a
+//! thread of its own (qemu's serial console, the comparison's workload in a
+//! box), and its exit.
 
 use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, ExitStatus};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Waits for `child` to exit until `deadline`; None if it still runs.
+/// Polled every 5 ms: the comparison times a VM's power-off with it.
+pub fn wait_until(child: &mut Child, deadline: Instant) -> std::io::Result<Option<ExitStatus>> {
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
 
 /// Why a wait for a line ended without one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

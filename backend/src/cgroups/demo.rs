@@ -216,23 +216,6 @@ pub fn go(child: &mut Child) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Waits for `child` at most `limit`; None if it is still running.
-pub fn wait_at_most(
-    child: &mut Child,
-    limit: Duration,
-) -> std::io::Result<Option<std::process::ExitStatus>> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        if Instant::now() >= deadline {
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

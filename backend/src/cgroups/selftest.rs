@@ -9,12 +9,13 @@
 use super::demo::{self, Workload};
 use super::{BoxCgroup, CgroupVersion, Layout, Limits, SERVER_LEAF};
 use crate::ledger::{Entry, Ledger};
+use crate::lines::wait_until;
 use anyhow::{bail, ensure, Context, Result};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
 
@@ -76,7 +77,7 @@ impl Scratch {
     }
 
     fn wait(&mut self, index: usize, limit: Duration) -> Result<std::process::ExitStatus> {
-        match demo::wait_at_most(&mut self.children[index], limit)? {
+        match wait_until(&mut self.children[index], Instant::now() + limit)? {
             Some(status) => Ok(status),
             None => bail!("the workload still runs after {limit:?}"),
         }
@@ -379,7 +380,7 @@ pub fn check_ledger_cleanup(exe: &Path) -> Result<String> {
     let mut child = demo::spawn(exe, &Workload::Sleep { seconds: 30.0 })?;
     let moved = group.move_pid(child.id());
     let report = ledger.close();
-    let status = demo::wait_at_most(&mut child, Duration::from_secs(5))?;
+    let status = wait_until(&mut child, Instant::now() + Duration::from_secs(5))?;
     if status.is_none() {
         let _ = child.kill();
         let _ = child.wait();

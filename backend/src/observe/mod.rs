@@ -173,7 +173,7 @@ pub fn stat_fields_after_comm(stat: &str) -> Option<Vec<&str>> {
 pub const MAX_PROCESS_ROWS: usize = 300;
 
 /// The children of a process, from /proc/PID/task/*/children.
-fn children(pid: u32) -> Vec<u32> {
+pub fn children(pid: u32) -> Vec<u32> {
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };

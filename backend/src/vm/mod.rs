@@ -17,8 +17,8 @@ pub mod initramfs;
 
 pub use initramfs::{parse_ldd, Initramfs};
 
-use crate::lines::Lines;
 pub use crate::lines::Missed;
+use crate::lines::{wait_until, Lines};
 use damda_protocol::shell_word;
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
@@ -363,17 +363,9 @@ impl RunningVm {
     /// Waits for qemu to exit by `deadline`, killing it then, and collects
     /// the rest of its console and its standard error.
     pub fn finish(mut self, deadline: Instant) -> Finished {
-        let mut killed = false;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(_)) | Err(_) => break,
-                Ok(None) if Instant::now() >= deadline => {
-                    let _ = self.child.kill();
-                    killed = true;
-                    break;
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            }
+        let killed = matches!(wait_until(&mut self.child, deadline), Ok(None));
+        if killed {
+            let _ = self.child.kill();
         }
         let status = self
             .child
