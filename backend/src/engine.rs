@@ -120,7 +120,7 @@ impl EngineConfig {
                 .parse()
                 .expect("the default image's name is valid"),
             volumes: Vec::new(),
-            vm: paths.data.join("vm"),
+            vm: paths.vm(),
         }
     }
 

@@ -38,4 +38,10 @@ impl Paths {
     pub fn ledger(&self) -> PathBuf {
         self.data.join("ledger")
     }
+
+    /// The VM kernel and modules set-up unpacked, and the comparison's
+    /// initramfs.
+    pub fn vm(&self) -> PathBuf {
+        self.data.join("vm")
+    }
 }

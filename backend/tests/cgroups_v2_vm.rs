@@ -14,7 +14,7 @@ use std::time::Instant;
 #[test]
 fn cgroup_checks_pass_on_a_cgroup2_only_kernel() {
     let started = Instant::now();
-    let kernel = vm::kernel(&Paths::from_env().data.join("vm")).unwrap_or_else(|e| panic!("{e}"));
+    let kernel = vm::kernel(&Paths::from_env().vm()).unwrap_or_else(|e| panic!("{e}"));
     let mut initramfs = Initramfs::new();
     initramfs
         .busybox(Path::new("/bin/busybox"))
@@ -76,7 +76,7 @@ fn cgroup_checks_pass_on_a_cgroup2_only_kernel() {
 /// deadline and tried once more; no qemu outlives the call.
 #[test]
 fn a_hung_guest_is_killed_and_retried() {
-    let kernel = vm::kernel(&Paths::from_env().data.join("vm")).unwrap_or_else(|e| panic!("{e}"));
+    let kernel = vm::kernel(&Paths::from_env().vm()).unwrap_or_else(|e| panic!("{e}"));
     let mut initramfs = Initramfs::new();
     initramfs
         .busybox(Path::new("/bin/busybox"))
