@@ -10,7 +10,7 @@
 
 mod container;
 mod machine;
-pub mod workload;
+mod workload;
 
 use crate::cgroups::Limits;
 use crate::engine::{Engine, EngineError};

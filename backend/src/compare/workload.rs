@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 /// What every mark line starts with.
-pub const MARK: &str = "DAMDA-WL";
+const MARK: &str = "DAMDA-WL";
 
 /// The parts: hashing 16 MiB (CPU-bound), opening, reading and closing a
 /// small file 2000 times (system calls that stay in the caches), starting

@@ -315,7 +315,7 @@ fn find_modules(
 
 /// The modules a module needs, from its `.modinfo` section: one
 /// NUL-terminated `depends=a,b` string (empty when it needs none).
-pub fn module_depends(module: &[u8]) -> Vec<String> {
+fn module_depends(module: &[u8]) -> Vec<String> {
     module
         .split(|b| *b == 0)
         .find_map(|field| field.strip_prefix(b"depends="))
@@ -359,7 +359,7 @@ fn load_order(
 /// The library paths in `ldd` output: `name => /path (addr)` lines and the
 /// loader's `/path (addr)` line. The vDSO has no file; a library `ldd`
 /// cannot find is an error; a static binary has none.
-pub fn parse_ldd(text: &str) -> Result<Vec<PathBuf>, String> {
+fn parse_ldd(text: &str) -> Result<Vec<PathBuf>, String> {
     let mut libraries = Vec::new();
     for line in text.lines().map(str::trim) {
         if line.contains("not a dynamic executable") || line.contains("statically linked") {

@@ -15,7 +15,7 @@
 
 pub mod initramfs;
 
-pub use initramfs::{parse_ldd, Initramfs};
+pub use initramfs::Initramfs;
 
 pub use crate::lines::Missed;
 use crate::lines::{wait_until, Lines};
