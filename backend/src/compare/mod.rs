@@ -161,15 +161,22 @@ fn box_limits(engine: &Engine) -> Limits {
     limits
 }
 
+/// Refuses a run count out of 1..=[`MAX_COMPARE_RUNS`].
+pub fn check_runs(runs: u32) -> Result<(), CompareError> {
+    if (1..=MAX_COMPARE_RUNS).contains(&runs) {
+        Ok(())
+    } else {
+        Err(CompareError::Runs(runs))
+    }
+}
+
 /// Runs the comparison `runs` times; `progress` hears of each stage.
 pub fn compare(
     engine: &Arc<Engine>,
     runs: u32,
     progress: &mut dyn FnMut(CompareStage, u32, u32),
 ) -> Result<Comparison, CompareError> {
-    if !(1..=MAX_COMPARE_RUNS).contains(&runs) {
-        return Err(CompareError::Runs(runs));
-    }
+    check_runs(runs)?;
     progress(CompareStage::Preparing, 0, runs);
     let machine = machine::Machine::prepare(engine)?;
     progress(CompareStage::KvmTrial, 0, runs);

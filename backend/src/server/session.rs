@@ -9,7 +9,7 @@ use crate::terminal::{self, Running};
 use axum::extract::ws::Message;
 use damda_protocol::{
     ClientMessage, ErrorCode, ServerMessage, Snapshot, StepId, MAX_CLIENT_MESSAGE_BYTES,
-    MAX_COMMAND_BYTES, MAX_COMPARE_RUNS,
+    MAX_COMMAND_BYTES,
 };
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -406,12 +406,10 @@ impl Connection {
     /// Starts a VM-vs-container comparison in the background: its progress
     /// and result come as messages while the page goes on using its box.
     async fn compare(&self, runs: u32) {
-        if !(1..=MAX_COMPARE_RUNS).contains(&runs) {
+        // Checked before the one comparison slot is taken.
+        if let Err(err) = crate::compare::check_runs(runs) {
             return self
-                .send(error(
-                    ErrorCode::BadMessage,
-                    format!("a comparison makes 1 to {MAX_COMPARE_RUNS} runs"),
-                ))
+                .send(error(ErrorCode::BadMessage, err.to_string()))
                 .await;
         }
         let slot = match self.registry.begin_comparison() {
