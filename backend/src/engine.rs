@@ -261,6 +261,8 @@ struct LiveBox {
     helper: Option<HelperProcess>,
     spec: BoxSpec,
     id: String,
+    /// data/boxes/damda-ID: the copied root, or the overlay's directories.
+    dir: PathBuf,
     cgroup: Option<BoxCgroup>,
     /// The box's place on the bridge, from the `network` step on.
     network: Option<Attachment>,
@@ -302,6 +304,7 @@ impl LiveBox {
             },
             queue: format!("/damda-{id}"),
             id,
+            dir: dir.clone(),
             cgroup: None,
             network: None,
             image: None,
@@ -309,9 +312,7 @@ impl LiveBox {
             ledger: engine.ledger.clone(),
         };
         if let Some(image) = on_image {
-            live.own(Entry::Directory { path: dir.clone() })?;
-            rootfs::create_box_dir(&dir)?;
-            live.prepare_overlay(engine, image, &dir)?;
+            live.prepare_overlay(engine, image)?;
         } else if !source_missing {
             live.own(Entry::Directory { path: dir.clone() })?;
             rootfs::create_box_dir(&dir)?;
@@ -389,24 +390,23 @@ impl LiveBox {
     }
 
     /// The image's layers (unpacked once, owned by the box's mapped ids) and
-    /// the box's own upper, work and mount directories under `dir`; the box
-    /// mounts and enters them at the `overlay` step.
+    /// the box's own upper, work and mount directories in its directory
+    /// (made here unless a copied root made it); the box mounts and enters
+    /// them at the `overlay` step.
     fn prepare_overlay(
         &mut self,
         engine: &Engine,
         reference: &Reference,
-        dir: &Path,
     ) -> Result<(), EngineError> {
         use std::os::unix::fs::{chown, DirBuilderExt};
+        let dir = self.dir.clone();
         let owner = self.spec.ids.outside;
         let store = engine.config.store()?;
         let image = store.image(reference)?;
         let layers = store.unpacked_layers(reference)?;
         if !dir.exists() {
-            self.own(Entry::Directory {
-                path: dir.to_owned(),
-            })?;
-            rootfs::create_box_dir(dir)?;
+            self.own(Entry::Directory { path: dir.clone() })?;
+            rootfs::create_box_dir(&dir)?;
         }
         let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("merged"));
         let made = (|| {
@@ -585,13 +585,8 @@ impl BoxSession {
     fn apply_phase(&mut self, step: StepId, phase: Phase) -> Result<Vec<String>, EngineError> {
         if (step, phase) == (StepId::Overlay, Phase::Early) && self.live.spec.overlay.is_none() {
             // Tried on the live box first: the kernel says why it cannot be.
-            let dir = self
-                .engine
-                .config
-                .boxes
-                .join(format!("damda-{}", self.live.id));
             let image = self.image.clone();
-            self.live.prepare_overlay(&self.engine, &image, &dir)?;
+            self.live.prepare_overlay(&self.engine, &image)?;
         }
         let request = Request::Apply {
             step,
