@@ -502,6 +502,16 @@ fn create_queue(name: &str) {
     }
 }
 
+/// The rebuilds a kernel's refusal can call for.
+#[derive(Clone, Copy)]
+enum Rebuild {
+    /// A chrooted box cannot name the host's layers, and pivot_root refuses
+    /// a root that came from chroot.
+    WithoutChroot,
+    /// The user namespace first: the kernel's order.
+    UserFirst,
+}
+
 /// One learner's box.
 pub struct BoxSession {
     engine: Arc<Engine>,
@@ -964,21 +974,16 @@ impl BoxSession {
         path.retain(|s| *s != step);
         let kept = path.clone();
         path.push(step);
-        // Which kind of rebuild the kernel's refusal calls for, if any: the
-        // box without chroot (a chrooted box cannot name the host's layers,
-        // and pivot_root refuses a root that came from chroot), or the user
-        // namespace first.
-        let note: Option<fn(&mut Self) -> &mut Option<RebuildNote>> = if step == StepId::Overlay
-            && self.pivot_note.is_none()
-        {
-            Some(|session| &mut session.pivot_note)
+        // Which kind of rebuild the kernel's refusal calls for, if any.
+        let rebuild = if step == StepId::Overlay && self.pivot_note.is_none() {
+            Some(Rebuild::WithoutChroot)
         } else if !self.user_first() && steps::kernel_order(&path) != steps::lesson_order(&path) {
-            Some(|session| &mut session.rebuild)
+            Some(Rebuild::UserFirst)
         } else {
             None
         };
-        if let Some(note) = note {
-            *note(self) = Some(RebuildNote {
+        if let Some(rebuild) = rebuild {
+            *self.note_of(rebuild) = Some(RebuildNote {
                 step,
                 refused: refused.1.clone(),
                 order: order_of(&steps::kernel_order(&path)),
@@ -986,7 +991,7 @@ impl BoxSession {
             return match self.rebuild_at(&path) {
                 Err(EngineError::StepFailed { step, error }) => {
                     // The kernel's order failed too: back to where we were.
-                    *note(self) = None;
+                    *self.note_of(rebuild) = None;
                     self.rebuild_at(&kept)?;
                     Err(EngineError::StepFailed { step, error })
                 }
@@ -998,6 +1003,14 @@ impl BoxSession {
             step: refused.0,
             error: refused.1,
         })
+    }
+
+    /// Where the note of a rebuild of this kind is kept.
+    fn note_of(&mut self, rebuild: Rebuild) -> &mut Option<RebuildNote> {
+        match rebuild {
+            Rebuild::WithoutChroot => &mut self.pivot_note,
+            Rebuild::UserFirst => &mut self.rebuild,
+        }
     }
 
     /// Destroys the box and builds `path` on a fresh one, in the kernel's
