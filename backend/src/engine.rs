@@ -569,13 +569,10 @@ impl BoxSession {
         let image = engine.config.image.clone();
         let live = LiveBox::start(&engine, true, Some(&image))?;
         let mut session = BoxSession::new(engine, live, limits);
-        for (step, phase) in steps::kernel_order(&path) {
-            session.apply_phase(step, phase)?;
-            if phase == Phase::Late && !session.applied.contains(&step) {
-                session.applied.push(step);
-            }
+        let plan = steps::kernel_order(&path);
+        for index in 0..plan.len() {
+            session.apply_in_plan(&plan, index)?;
         }
-        session.applied.sort();
         Ok(session)
     }
 
@@ -630,6 +627,24 @@ impl BoxSession {
     /// phase is done — except the plan's last lesson step, whose snapshot is
     /// taken at the very end, so the final snapshot is always the whole box at
     /// that step (the kernel's order can finish it first).
+    /// Applies the phase at `index` of `plan`; a step whose last phase in
+    /// the plan this was is applied. Returns the calls made and whether the
+    /// step finished.
+    fn apply_in_plan(
+        &mut self,
+        plan: &[(StepId, Phase)],
+        index: usize,
+    ) -> Result<(Vec<String>, bool), EngineError> {
+        let (step, phase) = plan[index];
+        let made = self.apply_phase(step, phase)?;
+        let finished = !plan[index + 1..].iter().any(|(s, _)| *s == step);
+        if finished {
+            self.applied.push(step);
+            self.applied.sort();
+        }
+        Ok((made, finished))
+    }
+
     fn run_plan(
         &mut self,
         plan: &[(StepId, Phase)],
@@ -638,14 +653,9 @@ impl BoxSession {
         let target = plan.iter().map(|(step, _)| *step).max();
         let mut snapshots = Vec::new();
         let mut calls: Vec<(StepId, String)> = Vec::new();
-        for (index, (step, phase)) in plan.iter().enumerate() {
-            let made = self.apply_phase(*step, *phase)?;
+        for (index, (step, _)) in plan.iter().enumerate() {
+            let (made, finished) = self.apply_in_plan(plan, index)?;
             calls.extend(made.into_iter().map(|call| (*step, call)));
-            let finished = !plan[index + 1..].iter().any(|(s, _)| s == step);
-            if finished {
-                self.applied.push(*step);
-                self.applied.sort();
-            }
             if finished && Some(*step) != target {
                 let own = take_calls(&mut calls, *step);
                 snapshots.push(self.observe(*step, own, rebuilt)?);
