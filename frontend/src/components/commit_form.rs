@@ -112,7 +112,7 @@ pub fn commit_form(props: &CommitFormProps) -> Html {
                                 <span class="ico" aria-hidden="true">{ "⇄" }</span>{ t.commit_shared }
                             </span>
                         } else {
-                            <span class="badge badge-new-layer">
+                            <span class="badge badge-own">
                                 <span class="ico" aria-hidden="true">{ "＋" }</span>{ t.commit_new_layer }
                             </span>
                         }

@@ -130,7 +130,7 @@ pub fn image_layers(props: &ImageLayersProps) -> Html {
             data-which={points_at_upper.then_some("true")}>
             <div class="stack-bar">
                 <span class="stack-name">{ t.img_upper_name }</span>
-                <span class="badge badge-rw">
+                <span class="badge badge-own">
                     <span class="ico" aria-hidden="true">{ "✎" }</span>{ t.img_rw }
                 </span>
                 <span class="stack-size">{ upper_count(lang, image.upper.len()) }</span>
@@ -163,7 +163,7 @@ pub fn image_layers(props: &ImageLayersProps) -> Html {
                     if index == 0 {
                         <span class="muted">{ format!("({})", t.img_bottom) }</span>
                     }
-                    <span class="badge badge-ro">
+                    <span class="badge badge-shared">
                         <span class="ico" aria-hidden="true">{ "▤" }</span>{ t.img_ro }
                     </span>
                     <code class="stack-digest" title={layer.digest.clone()}>
@@ -313,7 +313,7 @@ pub fn image_layers(props: &ImageLayersProps) -> Html {
                 </ul>
             }
             <h3 class="sub-head">{ t.img_mount_title }</h3>
-            <pre class="mount-line"><code>{ &image.mount }</code></pre>
+            <pre class="cmd-shell mount-line"><code>{ &image.mount }</code></pre>
             if !lowers.is_empty() {
                 <p class="img-note">{ t.img_lower_order }</p>
                 <ol class="lower-order">
