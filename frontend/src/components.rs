@@ -12,6 +12,7 @@ pub mod controls;
 pub mod copy_button;
 pub mod demo_panel;
 pub mod error_banner;
+pub mod error_note;
 pub mod header;
 pub mod image_import;
 pub mod image_layers;

@@ -4,6 +4,7 @@ use damda_protocol::LayerView;
 use web_sys::HtmlInputElement;
 use yew::prelude::*;
 
+use crate::components::error_note::ErrorNote;
 use crate::components::image_layers::short_digest;
 use crate::components::usage_gauges::bytes;
 use crate::i18n::{commit_summary, layer_name, Lang};
@@ -199,13 +200,7 @@ pub fn commit_form(props: &CommitFormProps) -> Html {
                     </p>
                 }
                 if let Some(message) = &props.state.error {
-                    <div id="commit-error" class="limits-error" role="alert">
-                        <span class="ico" aria-hidden="true">{ "✕" }</span>
-                        <div>
-                            <p class="limits-error-title"><strong>{ t.commit_failed }</strong></p>
-                            <p class="limits-error-message">{ message }</p>
-                        </div>
-                    </div>
+                    <ErrorNote id="commit-error" title={t.commit_failed} message={message.clone()} />
                 }
             </div>
             { for result }

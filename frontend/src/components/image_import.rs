@@ -1,6 +1,7 @@
 use web_sys::HtmlInputElement;
 use yew::prelude::*;
 
+use crate::components::error_note::ErrorNote;
 use crate::i18n::{import_progress, Lang};
 use crate::state::ImportState;
 
@@ -143,13 +144,7 @@ pub fn image_import(props: &ImageImportProps) -> Html {
                 }
                 { for progress }
                 if let Some(message) = &props.state.error {
-                    <div id="import-error" class="limits-error" role="alert">
-                        <span class="ico" aria-hidden="true">{ "✕" }</span>
-                        <div>
-                            <p class="limits-error-title"><strong>{ t.import_failed }</strong></p>
-                            <p class="limits-error-message">{ message }</p>
-                        </div>
-                    </div>
+                    <ErrorNote id="import-error" title={t.import_failed} message={message.clone()} />
                 }
             </div>
             { for result }

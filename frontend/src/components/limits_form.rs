@@ -1,8 +1,9 @@
-use damda_protocol::CgroupLimits;
+use damda_protocol::{CgroupLimits, ErrorCode};
 use web_sys::HtmlInputElement;
 use yew::prelude::*;
 
 use crate::components::cgroup_card::trim_float;
+use crate::components::error_note::ErrorNote;
 use crate::i18n::Lang;
 use crate::state::LimitsState;
 
@@ -206,16 +207,8 @@ pub fn limits_form(props: &LimitsFormProps) -> Html {
                 </p>
             }
             if let Some(message) = props.state.error.clone() {
-                <div class="limits-error" id="limits-error" role="alert" data-code="bad_limits">
-                    <span class="ico" aria-hidden="true">{ "⚠" }</span>
-                    <div>
-                        <p class="limits-error-title">
-                            <strong>{ t.limits_refused }</strong>
-                            <code class="banner-code">{ "bad_limits" }</code>
-                        </p>
-                        <p class="limits-error-message">{ message }</p>
-                    </div>
-                </div>
+                <ErrorNote id="limits-error" title={t.limits_refused} {message}
+                    code={ErrorCode::BadLimits} />
             }
         </section>
     }
