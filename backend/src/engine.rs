@@ -403,7 +403,7 @@ impl LiveBox {
         let owner = self.spec.ids.outside;
         let store = engine.config.store()?;
         let image = store.image(reference)?;
-        let layers = store.unpacked_layers(reference)?;
+        let layers = store.unpacked_layers(&image)?;
         if !dir.exists() {
             self.own(Entry::Directory { path: dir.clone() })?;
             rootfs::create_box_dir(&dir)?;
@@ -842,9 +842,8 @@ impl BoxSession {
                 "commit saves the box's upper directory: go to the overlay step first",
             ))?;
         let store = self.engine.config.store()?;
-        let image =
+        let (image, layers) =
             crate::image::commit::commit(&store, &self.image, &plan.upper, &["/dev"], &reference)?;
-        let layers = store.unpacked_layers(&reference)?;
         Ok((
             reference.to_string(),
             crate::image::short_id(&image.config_digest),

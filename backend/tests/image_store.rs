@@ -57,7 +57,9 @@ fn the_default_image_is_three_verified_layers_and_the_same_every_time() {
     );
     let config = image.config.config().clone().unwrap();
     assert_eq!(config.exposed_ports().clone().unwrap(), ["80/tcp"]);
-    let layers = store.unpacked_layers(&default_reference()).unwrap();
+    let layers = store
+        .unpacked_layers(&store.image(&default_reference()).unwrap())
+        .unwrap();
     let created_by: Vec<_> = layers
         .iter()
         .map(|l| l.created_by.clone().unwrap())
@@ -121,7 +123,9 @@ fn a_changed_blob_is_refused_naming_both_digests() {
     // A layer blob swapped before it was unpacked for the same tar
     // compressed otherwise: the content reads fine, the digest does not
     // match. Refused, and no half layer left.
-    let layers = store.unpacked_layers(&default_reference()).unwrap();
+    let layers = store
+        .unpacked_layers(&store.image(&default_reference()).unwrap())
+        .unwrap();
     fs::remove_dir_all(&layers[2].dir).unwrap();
     let blob = store.blob_path(&layers[2].digest).unwrap();
     let mut tar = Vec::new();
@@ -130,7 +134,9 @@ fn a_changed_blob_is_refused_naming_both_digests() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
     std::io::Write::write_all(&mut gz, &tar).unwrap();
     fs::write(&blob, gz.finish().unwrap()).unwrap();
-    let err = store.unpacked_layers(&default_reference()).unwrap_err();
+    let err = store
+        .unpacked_layers(&store.image(&default_reference()).unwrap())
+        .unwrap_err();
     assert!(matches!(err, StoreError::Digest { .. }), "{err:?}");
     assert!(
         err.to_string().contains(&layers[2].digest.to_string()),
@@ -227,7 +233,9 @@ fn a_docker_save_tarball_imports_with_progress() {
     assert_eq!(unpacked.stage, Stage::Unpacking);
     assert_eq!(unpacked.percent(), 100);
 
-    let layers = store.unpacked_layers(&reference).unwrap();
+    let layers = store
+        .unpacked_layers(&store.image(&reference).unwrap())
+        .unwrap();
     assert_eq!(layers.len(), 2);
     assert_eq!(
         layers[0].dir, layers[1].dir,
@@ -259,7 +267,7 @@ fn oci_layouts_import_from_a_directory_and_a_tar() {
     assert_eq!(names, [default_reference()]);
     assert_eq!(
         from_dir
-            .unpacked_layers(&default_reference())
+            .unpacked_layers(&from_dir.image(&default_reference()).unwrap())
             .unwrap()
             .len(),
         3
@@ -292,7 +300,9 @@ fn oci_layouts_import_from_a_directory_and_a_tar() {
     let name: Reference = "damda.local/copy:1".parse().unwrap();
     let names = import(&from_tar, &path, Some(&name), &mut |_| {}).unwrap();
     assert_eq!(names, std::slice::from_ref(&name));
-    let layers = from_tar.unpacked_layers(&name).unwrap();
+    let layers = from_tar
+        .unpacked_layers(&from_tar.image(&name).unwrap())
+        .unwrap();
     assert!(layers[2].dir.join("www/index.html").is_file());
 
     // Docker 25's `docker save`: manifest.json naming blobs/sha256/ paths.
@@ -328,7 +338,9 @@ fn oci_layouts_import_from_a_directory_and_a_tar() {
     fs::write(&path, builder.into_inner().unwrap()).unwrap();
     let names = import(&from_tar, &path, None, &mut |_| {}).unwrap();
     assert_eq!(names[0].to_string(), "example.com/new-docker:latest");
-    let layers = from_tar.unpacked_layers(&names[0]).unwrap();
+    let layers = from_tar
+        .unpacked_layers(&from_tar.image(&names[0]).unwrap())
+        .unwrap();
     assert_eq!(layers.len(), 3);
 }
 

@@ -77,7 +77,7 @@ impl Machine {
             .image(&config.image)
             .map_err(|e| CompareError::Image(Box::new(e.into())))?;
         let layers = store
-            .unpacked_layers(&config.image)
+            .unpacked_layers(&stored)
             .map_err(|e| CompareError::Image(Box::new(e.into())))?;
         let tree = image::flatten(&layers).map_err(|e| CompareError::Image(Box::new(e)))?;
         let mut initramfs = Initramfs::new();

@@ -384,7 +384,7 @@ pub fn build_default(store: &ImageStore, rootfs: &Path) -> Result<Built, BuildEr
     if changed {
         store.tag(&reference, &manifest_digest)?;
     }
-    store.unpacked_layers(&reference)?;
+    store.unpacked_layers(&store.image(&reference)?)?;
     Ok(Built {
         reference,
         manifest: manifest_digest,

@@ -8,19 +8,20 @@
 use super::build::{collect, gzip, io_err, layer_tar, spec, store_manifest, BuildError};
 use super::digest;
 use super::reference::Reference;
-use super::store::{Image, ImageStore};
+use super::store::{Image, ImageStore, LayerInfo};
 use oci_spec::image::{Descriptor, HistoryBuilder, MediaType};
 use std::path::Path;
 
 /// Saves `upper` (a box of the image `base`) as the image `name`, and
-/// unpacks its new layer so a box can be built from it.
+/// unpacks its new layer so a box can be built from it. Returns the new
+/// image and its layers.
 pub fn commit(
     store: &ImageStore,
     base: &Reference,
     upper: &Path,
     skip: &[&str],
     name: &Reference,
-) -> Result<Image, BuildError> {
+) -> Result<(Image, Vec<LayerInfo>), BuildError> {
     let image = store.image(base)?;
     let mut items = Vec::new();
     collect(upper, upper, skip, &mut items)?;
@@ -60,6 +61,7 @@ pub fn commit(
     ));
     let manifest_digest = store_manifest(store, &config, layers, upper)?;
     store.tag(name, &manifest_digest)?;
-    store.unpacked_layers(name)?;
-    Ok(store.image(name)?)
+    let image = store.image(name)?;
+    let layers = store.unpacked_layers(&image)?;
+    Ok((image, layers))
 }

@@ -237,7 +237,7 @@ pub fn export(config: &EngineConfig, dir: &Path, args: &[String]) -> Result<Expo
     if args.is_empty() {
         return Err(ExportError::NoCommand(config.image.clone()));
     }
-    let layers = store.unpacked_layers(&config.image)?;
+    let layers = store.unpacked_layers(&image)?;
     let image_config = image.config.config().clone().unwrap_or_default();
     let process = ProcessSettings {
         args,

@@ -248,7 +248,7 @@ pub fn import(
             done,
             total,
         });
-        for layer in store.unpacked_layers(&reference)? {
+        for layer in store.unpacked_layers(&store.image(&reference)?)? {
             done += layer.size;
             progress(Progress {
                 stage: Stage::Unpacking,

@@ -575,8 +575,7 @@ impl ImageStore {
     /// The image's layers, bottom first, each unpacked (once) and ready to
     /// be an overlay lowerdir. (overlay's lowerdir= option lists them the
     /// other way round, top first.)
-    pub fn unpacked_layers(&self, reference: &Reference) -> Result<Vec<LayerInfo>, StoreError> {
-        let image = self.image(reference)?;
+    pub fn unpacked_layers(&self, image: &Image) -> Result<Vec<LayerInfo>, StoreError> {
         let history = image.layer_history();
         image
             .manifest
