@@ -2,6 +2,7 @@
 
 pub mod busy_indicator;
 pub mod cgroup_card;
+pub mod command_line;
 pub mod commands_panel;
 pub mod commit_form;
 pub mod compare_chart;

@@ -1,6 +1,7 @@
 use damda_protocol::{CgroupFile, CgroupLimits, CgroupView};
 use yew::prelude::*;
 
+use crate::components::command_line::CommandLine;
 use crate::components::copy_button::CopyButton;
 use crate::i18n::{cg_other_title, cg_other_toggle, Lang};
 
@@ -125,10 +126,7 @@ fn command_list(lang: Lang, commands: &[&String]) -> Html {
                         <span class="ico" aria-hidden="true">{ "ℹ" }</span>{ note.trim() }
                     </li>
                 } else {
-                    <li class="cmd">
-                        <pre class="cmd-shell"><code>{ *command }</code></pre>
-                        <CopyButton {lang} text={(*command).clone()} />
-                    </li>
+                    <CommandLine {lang} text={(*command).clone()} item=true />
                 }
             }
         </ol>
@@ -218,10 +216,7 @@ pub fn cgroup_card(props: &CgroupCardProps) -> Html {
             <div class="scroll-box cg-cmds-box">{ command_list(lang, &commands) }</div>
 
             <h3 class="sub-head">{ t.cg_docker }</h3>
-            <div class="cmd" id="cgroup-docker">
-                <pre class="cmd-shell"><code>{ &cg.docker }</code></pre>
-                <CopyButton {lang} text={cg.docker.clone()} />
-            </div>
+            <CommandLine {lang} text={cg.docker.clone()} id="cgroup-docker" />
 
             <details id="cgroup-other" class="cg-other" data-version={version_tag(&cg.other_version)}>
                 <summary>{ cg_other_toggle(lang, &cg.other_version) }</summary>

@@ -3,6 +3,7 @@ use std::rc::Rc;
 use damda_protocol::Snapshot;
 use yew::prelude::*;
 
+use crate::components::command_line::CommandLine;
 use crate::components::copy_button::CopyButton;
 use crate::i18n::Lang;
 
@@ -41,10 +42,7 @@ pub fn commands_panel(props: &CommandsPanelProps) -> Html {
             } else {
                 <ol class="cmd-list">
                     for command in commands.iter() {
-                        <li class="cmd">
-                            <pre class="cmd-shell"><code>{ &command.shell }</code></pre>
-                            <CopyButton lang={props.lang} text={command.shell.clone()} />
-                        </li>
+                        <CommandLine lang={props.lang} text={command.shell.clone()} item=true />
                     }
                 </ol>
             }

@@ -3,7 +3,7 @@ use std::rc::Rc;
 use damda_protocol::Comparison;
 use yew::prelude::*;
 
-use crate::components::copy_button::CopyButton;
+use crate::components::command_line::CommandLine;
 use crate::i18n::Lang;
 
 #[derive(PartialEq, Properties)]
@@ -33,10 +33,7 @@ pub fn compare_commands(props: &CompareCommandsProps) -> Html {
             for (id, title, text) in blocks {
                 <div {id} class="compare-command">
                     <h3 class="sub-head">{ title }</h3>
-                    <div class="cmd">
-                        <pre class="cmd-shell is-script"><code>{ text.trim_end() }</code></pre>
-                        <CopyButton lang={props.lang} text={text.clone()} />
-                    </div>
+                    <CommandLine lang={props.lang} text={text.clone()} script=true />
                 </div>
             }
         </details>

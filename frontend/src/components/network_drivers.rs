@@ -1,7 +1,7 @@
 use damda_protocol::{PortForward, StepId};
 use yew::prelude::*;
 
-use crate::components::copy_button::CopyButton;
+use crate::components::command_line::CommandLine;
 use crate::i18n::{Lang, Texts};
 
 #[derive(PartialEq, Properties)]
@@ -92,10 +92,7 @@ pub fn network_drivers(props: &NetworkDriversProps) -> Html {
                             }
                         </p>
                         <p class="net-driver-what">{ driver.what(t) }</p>
-                        <div class="cmd">
-                            <pre class="cmd-shell"><code>{ command(driver) }</code></pre>
-                            <CopyButton {lang} text={command(driver)} />
-                        </div>
+                        <CommandLine {lang} text={command(driver)} />
                     </li>
                 }
             </ul>

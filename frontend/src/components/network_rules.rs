@@ -1,7 +1,7 @@
 use damda_protocol::HostSetting;
 use yew::prelude::*;
 
-use crate::components::copy_button::CopyButton;
+use crate::components::command_line::CommandLine;
 use crate::i18n::{net_chain_text, Lang};
 
 #[derive(PartialEq, Properties)]
@@ -53,10 +53,7 @@ pub fn network_rules(props: &NetworkRulesProps) -> Html {
                     <p>{ t.net_drops_why }</p>
                     <p>{ t.net_drops_fix }</p>
                     for direction in ["-i", "-o"] {
-                        <div class="cmd">
-                            <pre class="cmd-shell"><code>{ allow(direction, &props.bridge) }</code></pre>
-                            <CopyButton {lang} text={allow(direction, &props.bridge)} />
-                        </div>
+                        <CommandLine {lang} text={allow(direction, &props.bridge)} />
                     }
                 </div>
             }

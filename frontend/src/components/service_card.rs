@@ -1,7 +1,7 @@
 use damda_protocol::{shell_word, PortForward};
 use yew::prelude::*;
 
-use crate::components::copy_button::CopyButton;
+use crate::components::command_line::CommandLine;
 use crate::i18n::Lang;
 
 #[derive(PartialEq, Properties)]
@@ -91,17 +91,11 @@ pub fn service_card(props: &ServiceCardProps) -> Html {
                     </p>
                 } else {
                     <p class="img-note">{ t.svc_remote }</p>
-                    <div class="cmd">
-                        <pre class="cmd-shell"><code>{ format!("curl {url}") }</code></pre>
-                        <CopyButton {lang} text={format!("curl {url}")} />
-                    </div>
+                    <CommandLine {lang} text={format!("curl {url}")} />
                 }
             }
             <h3 class="sub-head">{ t.svc_docker }</h3>
-            <div class="cmd">
-                <pre class="cmd-shell"><code>{ &docker }</code></pre>
-                <CopyButton {lang} text={docker.clone()} />
-            </div>
+            <CommandLine {lang} text={docker} />
         </section>
     }
 }

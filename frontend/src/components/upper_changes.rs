@@ -3,7 +3,7 @@ use std::rc::Rc;
 use damda_protocol::{LayerView, UpperEntry, UpperKind};
 use yew::prelude::*;
 
-use crate::components::copy_button::CopyButton;
+use crate::components::command_line::CommandLine;
 use crate::components::usage_gauges::bytes;
 use crate::i18n::{layer_name, upper_count, upper_hides, Lang, Texts};
 use crate::state::{UpperMark, UpperMarks};
@@ -173,10 +173,7 @@ pub fn upper_changes(props: &UpperChangesProps) -> Html {
                 <div class="upper-empty" id="upper-empty">
                     <p class="empty">{ t.up_empty }</p>
                     for command in TRY {
-                        <div class="cmd">
-                            <pre class="cmd-shell"><code>{ command }</code></pre>
-                            <CopyButton {lang} text={command} />
-                        </div>
+                        <CommandLine {lang} text={command} />
                     }
                 </div>
             } else {
