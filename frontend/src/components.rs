@@ -27,6 +27,7 @@ pub mod namespace_map;
 pub mod network_drivers;
 pub mod network_rules;
 pub mod network_topology;
+pub mod pending_line;
 pub mod proc_files;
 pub mod process_card;
 pub mod process_tree;

@@ -6,6 +6,7 @@ use yew::prelude::*;
 
 use crate::components::error_note::ErrorNote;
 use crate::components::image_layers::short_digest;
+use crate::components::pending_line::PendingLine;
 use crate::components::usage_gauges::bytes;
 use crate::i18n::{commit_summary, layer_name, Lang};
 use crate::state::CommitState;
@@ -194,10 +195,7 @@ pub fn commit_form(props: &CommitFormProps) -> Html {
             }
             <div class="commit-status" aria-live="polite">
                 if let Some(asked) = &props.state.pending {
-                    <p id="commit-pending" class="which-pending">
-                        <span class="spinner" aria-hidden="true"></span>
-                        { format!("{} ", t.commit_pending) }<code>{ asked }</code>
-                    </p>
+                    <PendingLine id="commit-pending" text={t.commit_pending} subject={asked.clone()} />
                 }
                 if let Some(message) = &props.state.error {
                     <ErrorNote id="commit-error" title={t.commit_failed} message={message.clone()} />

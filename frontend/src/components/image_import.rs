@@ -2,6 +2,7 @@ use web_sys::HtmlInputElement;
 use yew::prelude::*;
 
 use crate::components::error_note::ErrorNote;
+use crate::components::pending_line::PendingLine;
 use crate::i18n::{import_progress, Lang};
 use crate::state::ImportState;
 
@@ -134,13 +135,11 @@ pub fn image_import(props: &ImageImportProps) -> Html {
             }
             <div class="import-status" aria-live="polite">
                 if let Some(asked) = &props.state.pending {
-                    <p id="import-pending" class="which-pending">
-                        <span class="spinner" aria-hidden="true"></span>
-                        { format!("{} ", t.import_pending) }<code>{ asked }</code>
+                    <PendingLine id="import-pending" text={t.import_pending} subject={asked.clone()}>
                         if props.state.progress.is_none() {
                             { format!(" {}", t.import_starting) }
                         }
-                    </p>
+                    </PendingLine>
                 }
                 { for progress }
                 if let Some(message) = &props.state.error {

@@ -2,6 +2,7 @@ use damda_protocol::{ImageView, Provenance};
 use web_sys::HtmlInputElement;
 use yew::prelude::*;
 
+use crate::components::pending_line::PendingLine;
 use crate::components::usage_gauges::bytes;
 use crate::i18n::{layer_name, upper_count, which_layer, Lang};
 use crate::state::WhichState;
@@ -195,10 +196,7 @@ pub fn image_layers(props: &ImageLayersProps) -> Html {
 
     let answer_view = match (&props.which.asked, &props.which.answer) {
         (Some(asked), _) => html! {
-            <p id="which-pending" class="which-pending">
-                <span class="spinner" aria-hidden="true"></span>
-                { format!("{} ", t.which_asking) }<code>{ asked }</code>
-            </p>
+            <PendingLine id="which-pending" text={t.which_asking} subject={asked.clone()} />
         },
         (None, Some((path, provenance))) => {
             let index = match provenance {
