@@ -326,10 +326,7 @@ pub fn app() -> Html {
             else {
                 return;
             };
-            if state.can_send()
-                && state.commit.pending.is_none()
-                && socket.send(ClientMessage::Commit { name: name.clone() })
-            {
+            if state.can_ask_images() && socket.send(ClientMessage::Commit { name: name.clone() }) {
                 state.dispatch(Action::CommitSent { name, from });
             }
         })
@@ -338,10 +335,7 @@ pub fn app() -> Html {
         let state = state.clone();
         let socket = socket.clone();
         Callback::from(move |name: String| {
-            if state.can_send()
-                && state.switching.is_none()
-                && socket.send(ClientMessage::Image { name: name.clone() })
-            {
+            if state.can_ask_images() && socket.send(ClientMessage::Image { name: name.clone() }) {
                 state.dispatch(Action::ImageSent(name));
             }
         })
@@ -350,12 +344,7 @@ pub fn app() -> Html {
         let state = state.clone();
         let socket = socket.clone();
         Callback::from(move |path: String| {
-            if state.can_send()
-                && state.import.pending.is_none()
-                && state.commit.pending.is_none()
-                && state.switching.is_none()
-                && socket.send(ClientMessage::Import { path: path.clone() })
-            {
+            if state.can_ask_images() && socket.send(ClientMessage::Import { path: path.clone() }) {
                 state.dispatch(Action::ImportSent(path));
             }
         })
@@ -456,12 +445,7 @@ pub fn app() -> Html {
             // own with the images to build it from, what the box changed and
             // the commit that saves it, and (from `run`) the service.
             let image = snapshot.image.as_ref().map(|image| {
-                // One request about images at a time: each answer goes to
-                // the form that asked.
-                let can_ask = state.can_send()
-                    && state.commit.pending.is_none()
-                    && state.switching.is_none()
-                    && state.import.pending.is_none();
+                let can_ask = state.can_ask_images();
                 // The images just committed or imported can be chosen before
                 // the store's list comes back with them.
                 let mut available = image.available.clone();

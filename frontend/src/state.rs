@@ -565,6 +565,15 @@ impl State {
         self.connection == Connection::Open && self.busy.is_none() && self.snapshot.is_some()
     }
 
+    /// The page can ask about images (commit, switch, import): one such
+    /// request at a time, since a refusal goes to the one that is pending.
+    pub fn can_ask_images(&self) -> bool {
+        self.can_send()
+            && self.commit.pending.is_none()
+            && self.switching.is_none()
+            && self.import.pending.is_none()
+    }
+
     pub fn can_back(&self) -> bool {
         self.can_send() && self.current_step().is_some_and(|s| s.index() > 0)
     }
@@ -1209,6 +1218,25 @@ mod tests {
         // A lost connection takes the answer with it.
         state = state.reduce(Action::Connection(Connection::Closed { retry_in_ms: 500 }));
         assert_eq!(state.compare.pending, None);
+    }
+
+    #[test]
+    fn one_image_request_at_a_time() {
+        let state = Rc::new(State::new(Lang::Ko))
+            .reduce(Action::Connection(Connection::Open))
+            .reduce(Action::Snapshot(snapshot(StepId::Overlay, 7, Some("a:1"))));
+        assert!(state.can_ask_images());
+        let asked = [
+            Action::CommitSent {
+                name: "b:1".to_owned(),
+                from: "a:1".to_owned(),
+            },
+            Action::ImageSent("b:1".to_owned()),
+            Action::ImportSent("/tmp/b.tar".to_owned()),
+        ];
+        for action in asked {
+            assert!(!state.clone().reduce(action).can_ask_images());
+        }
     }
 
     #[test]
