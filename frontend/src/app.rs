@@ -85,10 +85,9 @@ fn mark_first_snapshot() {
     );
 }
 
-/// What a socket event does to the page; `None` for messages it does not
-/// show (yet).
-fn socket_action(event: SocketEvent) -> Option<Action> {
-    let action = match event {
+/// What a socket event does to the page.
+fn socket_action(event: SocketEvent) -> Action {
+    match event {
         SocketEvent::Connecting => Action::Connection(Connection::Connecting),
         SocketEvent::Open => Action::Connection(Connection::Open),
         SocketEvent::Closed { retry_in_ms } => {
@@ -125,8 +124,7 @@ fn socket_action(event: SocketEvent) -> Option<Action> {
                 error,
             }),
         },
-    };
-    Some(action)
+    }
 }
 
 #[function_component(App)]
@@ -138,9 +136,7 @@ pub fn app() -> Html {
     let socket = {
         let dispatcher = state.dispatcher();
         use_damda_socket(Callback::from(move |event| {
-            if let Some(action) = socket_action(event) {
-                dispatcher.dispatch(action);
-            }
+            dispatcher.dispatch(socket_action(event))
         }))
     };
     use_steps(
