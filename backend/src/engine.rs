@@ -809,12 +809,11 @@ impl BoxSession {
             return None;
         }
         let plan = self.live.spec.overlay.as_ref()?;
-        // /dev holds only the mount points damda made for the bound
-        // devices; a volume's mount point is the volume's, not the box's.
-        let mut skip = vec!["/dev".to_owned()];
-        skip.extend(plan.volumes.iter().map(|v| v.target.display().to_string()));
-        let skip: Vec<&str> = skip.iter().map(String::as_str).collect();
-        Some(crate::image::upper::list(&plan.upper, &plan.lowers, &skip))
+        Some(crate::image::upper::list(
+            &plan.upper,
+            &plan.lowers,
+            &plan.own_entries(),
+        ))
     }
 
     /// `docker commit`: the box's upper directory saved as a new layer on
@@ -842,8 +841,13 @@ impl BoxSession {
                 "commit saves the box's upper directory: go to the overlay step first",
             ))?;
         let store = self.engine.config.store()?;
-        let (image, layers) =
-            crate::image::commit::commit(&store, &self.image, &plan.upper, &["/dev"], &reference)?;
+        let (image, layers) = crate::image::commit::commit(
+            &store,
+            &self.image,
+            &plan.upper,
+            &plan.own_entries(),
+            &reference,
+        )?;
         Ok((
             reference.to_string(),
             crate::image::short_id(&image.config_digest),

@@ -91,7 +91,7 @@ pub enum Item {
 pub(super) fn collect(
     base: &Path,
     dir: &Path,
-    skip: &[&str],
+    skip: &[String],
     out: &mut Vec<(String, Item)>,
 ) -> Result<(), BuildError> {
     let mut names: Vec<_> = fs::read_dir(dir)

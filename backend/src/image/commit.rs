@@ -19,7 +19,7 @@ pub fn commit(
     store: &ImageStore,
     base: &Reference,
     upper: &Path,
-    skip: &[&str],
+    skip: &[String],
     name: &Reference,
 ) -> Result<(Image, Vec<LayerInfo>), BuildError> {
     let image = store.image(base)?;

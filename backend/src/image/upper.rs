@@ -7,7 +7,7 @@ use damda_protocol::{UpperEntry, UpperKind};
 use std::path::{Path, PathBuf};
 
 /// At most this many entries are listed.
-pub const MAX_ENTRIES: usize = 500;
+const MAX_ENTRIES: usize = 500;
 
 fn kind(path: &Path, meta: &std::fs::Metadata) -> UpperKind {
     let kind = meta.file_type();
@@ -24,12 +24,13 @@ fn kind(path: &Path, meta: &std::fs::Metadata) -> UpperKind {
     }
 }
 
-/// The upper directory's entries, depth first, sorted by path, without
-/// `skip` (the mount points damda made itself). Never follows a symlink.
-pub fn list(upper: &Path, lowers: &[PathBuf], skip: &[&str]) -> Vec<UpperEntry> {
+/// The upper directory's entries sorted by path, without `skip` (the mount
+/// points damda made itself). Never follows a symlink. Read shallowest
+/// first, so past [`MAX_ENTRIES`] the deepest are the ones left out.
+pub fn list(upper: &Path, lowers: &[PathBuf], skip: &[String]) -> Vec<UpperEntry> {
     let mut entries = Vec::new();
-    let mut pending = vec![PathBuf::from("/")];
-    while let Some(dir) = pending.pop() {
+    let mut pending = std::collections::VecDeque::from([PathBuf::from("/")]);
+    'walk: while let Some(dir) = pending.pop_front() {
         let Ok(listing) = std::fs::read_dir(upper.join(dir.strip_prefix("/").unwrap_or(&dir)))
         else {
             continue;
@@ -39,7 +40,7 @@ pub fn list(upper: &Path, lowers: &[PathBuf], skip: &[&str]) -> Vec<UpperEntry> 
         for entry in names {
             let path = dir.join(entry.file_name());
             let text = path.display().to_string();
-            if skip.contains(&text.as_str()) {
+            if skip.contains(&text) {
                 continue;
             }
             let Ok(meta) = entry.path().symlink_metadata() else {
@@ -47,7 +48,7 @@ pub fn list(upper: &Path, lowers: &[PathBuf], skip: &[&str]) -> Vec<UpperEntry> 
             };
             let kind = kind(&entry.path(), &meta);
             if entries.len() >= MAX_ENTRIES {
-                return entries;
+                break 'walk;
             }
             entries.push(UpperEntry {
                 hides_layer: match provider(lowers, &text) {
@@ -63,7 +64,7 @@ pub fn list(upper: &Path, lowers: &[PathBuf], skip: &[&str]) -> Vec<UpperEntry> 
                 },
             });
             if matches!(kind, UpperKind::Dir | UpperKind::OpaqueDir) {
-                pending.push(path);
+                pending.push_back(path);
             }
         }
     }
@@ -100,7 +101,7 @@ mod tests {
         std::fs::create_dir_all(upper.join("dev")).unwrap();
         std::fs::write(upper.join("dev/null"), "").unwrap();
         let lowers = vec![lower.clone()];
-        let entries = list(&upper, &lowers, &["/dev/null"]);
+        let entries = list(&upper, &lowers, &["/dev/null".to_owned()]);
         let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["/dev", "/etc", "/etc/motd", "/new"]);
         let motd = &entries[2];
@@ -118,5 +119,33 @@ mod tests {
             damda_protocol::Provenance::Missing
         );
         std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn past_the_limit_the_deepest_entries_are_left_out_and_the_rest_stay_sorted() {
+        let base = std::env::temp_dir().join(format!("damda-upper-cap-{}", std::process::id()));
+        let upper = base.join("upper");
+        // 12 directories of 50 files: 612 entries, more than the limit.
+        for dir in 0..12 {
+            let dir = upper.join(format!("d{dir:02}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            for file in 0..50 {
+                std::fs::write(dir.join(format!("f{file:02}")), "").unwrap();
+            }
+        }
+        let entries = list(&upper, &[], &[]);
+        std::fs::remove_dir_all(&base).unwrap();
+        assert_eq!(entries.len(), MAX_ENTRIES);
+        let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+        let mut sorted = paths.clone();
+        sorted.sort();
+        assert_eq!(paths, sorted, "sorted by path");
+        for dir in 0..12 {
+            let dir = format!("/d{dir:02}");
+            assert!(
+                paths.contains(&dir.as_str()),
+                "{dir}: every top directory is kept"
+            );
+        }
     }
 }

@@ -70,6 +70,16 @@ impl OverlayPlan {
         self.merged.join(path.strip_prefix("/").unwrap_or(path))
     }
 
+    /// What damda itself made in the upper directory, not the box: /dev,
+    /// which holds only the bound devices' mount points, and the volumes'
+    /// mount points (a volume is the host's). The box's changes and a
+    /// commit leave them out.
+    pub fn own_entries(&self) -> Vec<String> {
+        std::iter::once("/dev".to_owned())
+            .chain(self.volumes.iter().map(|v| v.target.display().to_string()))
+            .collect()
+    }
+
     /// overlay's options: lowerdir lists the top layer first.
     pub fn options(&self) -> String {
         let lowers: Vec<String> = self
