@@ -4,6 +4,7 @@
 
 use damda_protocol::{CompareStage, Demo, ErrorCode, FigureId, NetworkView, NsKind};
 
+use crate::components::cgroup_card::trim_float;
 use crate::components::usage_gauges::bytes;
 use crate::state::CompareProgress;
 
@@ -1467,19 +1468,18 @@ pub fn compare_progress(lang: Lang, progress: &CompareProgress) -> String {
 
 /// The VM's memory and CPUs next to the box's CPU limit.
 pub fn compare_resources(lang: Lang, vm_mib: u32, vm_cpus: u32, box_cpus: f64) -> String {
-    let box_cpus = (box_cpus * 100.0).round() / 100.0;
-    match lang {
-        Lang::Ko if box_cpus <= 0.0 => {
+    match (lang, (box_cpus > 0.0).then(|| trim_float(box_cpus))) {
+        (Lang::Ko, None) => {
             format!("VM: 메모리 {vm_mib} MiB, vCPU {vm_cpus}개 · 컨테이너: CPU 제한 없음")
         }
-        Lang::Ko => format!(
-            "VM: 메모리 {vm_mib} MiB, vCPU {vm_cpus}개 · 컨테이너: CPU {box_cpus}개 (cgroup 한도)"
+        (Lang::Ko, Some(cpus)) => format!(
+            "VM: 메모리 {vm_mib} MiB, vCPU {vm_cpus}개 · 컨테이너: CPU {cpus}개 (cgroup 한도)"
         ),
-        Lang::En if box_cpus <= 0.0 => {
+        (Lang::En, None) => {
             format!("VM: {vm_mib} MiB of memory, {vm_cpus} vCPU · container: no CPU limit")
         }
-        Lang::En => format!(
-            "VM: {vm_mib} MiB of memory, {vm_cpus} vCPU · container: {box_cpus} CPU (cgroup limit)"
+        (Lang::En, Some(cpus)) => format!(
+            "VM: {vm_mib} MiB of memory, {vm_cpus} vCPU · container: {cpus} CPU (cgroup limit)"
         ),
     }
 }
