@@ -1,7 +1,7 @@
 use damda_protocol::MAX_COMPARE_RUNS;
-use wasm_bindgen::JsValue;
 use yew::prelude::*;
 
+use crate::dom::select_value;
 use crate::i18n::{compare_progress, compare_runs, compare_stage_id, Lang};
 use crate::state::CompareState;
 
@@ -35,11 +35,7 @@ pub fn compare_panel(props: &ComparePanelProps) -> Html {
             if disabled {
                 return;
             }
-            // The select's own value: what the learner chose last.
-            let runs = select
-                .get()
-                .and_then(|node| js_sys::Reflect::get(&node, &JsValue::from_str("value")).ok())
-                .and_then(|value| value.as_string())
+            let runs = select_value(&select)
                 .and_then(|value| value.parse::<u32>().ok())
                 .filter(|runs| (1..=MAX_COMPARE_RUNS).contains(runs));
             on_run.emit(runs.unwrap_or(DEFAULT_RUNS));

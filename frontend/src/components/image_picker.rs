@@ -1,6 +1,6 @@
-use wasm_bindgen::JsValue;
 use yew::prelude::*;
 
+use crate::dom::select_value;
 use crate::i18n::Lang;
 
 #[derive(PartialEq, Properties)]
@@ -43,13 +43,7 @@ pub fn image_picker(props: &ImagePickerProps) -> Html {
             if busy {
                 return;
             }
-            // The select's own value: what the learner chose last.
-            let name = select
-                .get()
-                .and_then(|node| js_sys::Reflect::get(&node, &JsValue::from_str("value")).ok())
-                .and_then(|value| value.as_string())
-                .filter(|name| !name.is_empty());
-            if let Some(name) = name {
+            if let Some(name) = select_value(&select).filter(|name| !name.is_empty()) {
                 on_image.emit(name);
             }
         })
