@@ -76,6 +76,7 @@ mod stats;
 pub(crate) use boxcg::kill_and_remove_tree;
 pub use boxcg::{kill_processes, restore_server_placement, BoxCgroup, GroupDir, Op, SERVER_LEAF};
 pub use layout::{CgroupVersion, Hierarchy, Layout, Unified};
+pub(crate) use limits::blkio_weight;
 pub use limits::{
     docker_command, docker_limit_flags, Limits, LimitsCheck, DEVICE_ALLOW_LIST, MAX_PIDS,
     MIN_CPU_US, MIN_MEMORY_BYTES,

@@ -241,11 +241,7 @@ pub fn export(config: &EngineConfig, dir: &Path, args: &[String]) -> Result<Expo
     let image_config = image.config.config().clone().unwrap_or_default();
     let process = ProcessSettings {
         args,
-        env: image_config
-            .env()
-            .clone()
-            .filter(|env| env.iter().any(|e| e.starts_with("PATH=")))
-            .unwrap_or_else(|| vec![DEFAULT_PATH.to_owned()]),
+        env: with_path(image_config.env().clone().unwrap_or_default()),
         cwd: image_config
             .working_dir()
             .clone()
@@ -295,6 +291,15 @@ pub fn export(config: &EngineConfig, dir: &Path, args: &[String]) -> Result<Expo
         box_root: config.ids.outside,
         closed: closed_ancestor(dir, config.ids.outside, config.ids.outside),
     })
+}
+
+/// The image's environment, with the usual PATH added if it sets none (as
+/// Docker does): the runtime looks the command up in it.
+fn with_path(mut env: Vec<String>) -> Vec<String> {
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push(DEFAULT_PATH.to_owned());
+    }
+    env
 }
 
 /// The first directory from / down to `dir` that `uid`:`gid` may not search.
@@ -503,8 +508,8 @@ fn resources(limits: &Limits) -> Result<oci_spec::runtime::LinuxResources, Expor
         resources = resources.pids(LinuxPidsBuilder::default().limit(as_i64(pids)).build()?);
     }
     if let Some(weight) = limits.io_weight {
-        // v2's 1..=10000 (default 100) as v1's 10..=1000 (default 500).
-        let v1 = (u32::from(weight) * 5).clamp(10, 1000) as u16;
+        // At most 1000: v1's scale.
+        let v1 = crate::cgroups::blkio_weight(weight) as u16;
         resources = resources.block_io(LinuxBlockIoBuilder::default().weight(v1).build()?);
     }
     Ok(resources.build()?)
@@ -721,6 +726,19 @@ fn copy_metadata(meta: &fs::Metadata, to: &Path) -> Result<(), ExportError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_images_environment_is_kept_and_gets_a_path_if_it_has_none() {
+        assert_eq!(
+            with_path(vec!["LANG=C.UTF-8".into()]),
+            ["LANG=C.UTF-8", DEFAULT_PATH]
+        );
+        assert_eq!(
+            with_path(vec!["PATH=/bin".into(), "LANG=C".into()]),
+            ["PATH=/bin", "LANG=C"]
+        );
+        assert_eq!(with_path(Vec::new()), [DEFAULT_PATH]);
+    }
     use crate::image::unpack::OVERLAY_OPAQUE_USER_XATTR;
     use nix::sys::stat::{makedev, mknod, Mode, SFlag};
     use std::collections::BTreeMap;
