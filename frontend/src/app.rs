@@ -468,7 +468,6 @@ pub fn app() -> Html {
                             <ImageImport {lang}
                                 state={state.import.clone()}
                                 ready={can_ask}
-                                refused={state.import.refused || state.terminal.refused}
                                 {on_import} />
                         </ImageLayers>
                         <UpperChanges {lang}

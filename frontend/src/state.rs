@@ -423,7 +423,8 @@ pub struct ImportState {
     pub result: Option<Rc<Vec<String>>>,
     /// Why the server refused the last import.
     pub error: Option<String>,
-    /// The server does not import for this page (not on loopback).
+    /// The server does not import for this page (not on loopback): it said
+    /// so to an import, or to the terminal, served to the same pages.
     pub refused: bool,
 }
 
@@ -794,6 +795,9 @@ impl Reducible for State {
             }
             Action::ServerError(error) if is_terminal_error(error.code) => {
                 next.which.asked = None;
+                if error.code == ErrorCode::NotAllowed {
+                    next.import.refused = true;
+                }
                 let terminal = Rc::make_mut(&mut next.terminal);
                 match error.code {
                     ErrorCode::NotAllowed => {
@@ -1123,6 +1127,9 @@ mod tests {
         assert_eq!(refused.error, None);
         let bad = state.clone().reduce(error(ErrorCode::BadMessage));
         assert!(!bad.import.refused);
+        // The terminal refused for the same reason: no import either.
+        let no_terminal = Rc::new(State::new(Lang::Ko)).reduce(error(ErrorCode::NotAllowed));
+        assert!(no_terminal.terminal.refused && no_terminal.import.refused);
         assert_eq!(bad.error, None);
 
         state = state

@@ -15,8 +15,6 @@ pub struct ImageImportProps {
     pub state: ImportState,
     /// Whether the page can ask the server now.
     pub ready: bool,
-    /// The server reads no files for this page (not on loopback).
-    pub refused: bool,
     pub on_import: Callback<String>,
 }
 
@@ -35,7 +33,8 @@ pub fn image_import(props: &ImageImportProps) -> Html {
     let bad = use_state(|| false);
 
     let pending = props.state.pending.is_some();
-    let disabled = !props.ready || pending || props.refused;
+    let refused = props.state.refused;
+    let disabled = !props.ready || pending || refused;
     let oninput = {
         let path = path.clone();
         let bad = bad.clone();
@@ -109,7 +108,7 @@ pub fn image_import(props: &ImageImportProps) -> Html {
                         value={(*path).clone()}
                         placeholder={IMPORT_PLACEHOLDER}
                         {oninput}
-                        disabled={pending || props.refused}
+                        disabled={pending || refused}
                         aria-invalid={bad.then_some("true")}
                         aria-describedby={bad.then_some("import-bad-path")}
                         autocomplete="off"
@@ -130,7 +129,7 @@ pub fn image_import(props: &ImageImportProps) -> Html {
                     </p>
                 }
             </form>
-            if props.refused {
+            if refused {
                 <p class="img-note import-refused">{ t.import_refused }</p>
             }
             <div class="import-status" aria-live="polite">
