@@ -443,6 +443,7 @@ impl LiveBox {
         self.spec.root = merged.clone();
         self.spec.command = image.command();
         self.spec.overlay = Some(OverlayPlan {
+            image: reference.to_string(),
             lowers: layers.iter().map(|l| l.dir.clone()).collect(),
             upper,
             work,

@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 /// Where the box's overlay comes from and goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OverlayPlan {
+    /// The image's name, as `damda history` takes it.
+    pub image: String,
     /// The image's unpacked layers, bottom first.
     pub lowers: Vec<PathBuf>,
     pub upper: PathBuf,
@@ -139,7 +141,7 @@ impl Step for Overlay {
         for device in DEVICES {
             kernel.mount(&Mount {
                 source: Some(device.into()),
-                target: merged.join(device.trim_start_matches('/')),
+                target: plan.inside(Path::new(device)),
                 fstype: None,
                 flags: MsFlags::MS_BIND,
                 data: None,
@@ -164,9 +166,7 @@ impl Step for Overlay {
 
     fn commands(&self, spec: &BoxSpec, pid: u32) -> Vec<String> {
         let Some(plan) = &spec.overlay else {
-            return vec![
-                "damda history damda.local/busybox-httpd:latest   # the image's layers".into(),
-            ];
+            return vec![history_command(crate::image::DEFAULT_IMAGE)];
         };
         let merged = plan.merged.display();
         let volumes = plan.volumes.iter().map(|v| {
@@ -179,11 +179,16 @@ impl Step for Overlay {
             )
         });
         let mut commands = vec![
-            "damda history damda.local/busybox-httpd:latest   # the image's layers".into(),
+            history_command(&plan.image),
             format!("mount -t overlay overlay -o {} {merged}", plan.options()),
             format!("mount -t proc proc {merged}/proc"),
-            format!("mount --bind /dev/null {merged}/dev/null"),
         ];
+        commands.extend(DEVICES.map(|device| {
+            format!(
+                "mount --bind {device} {}",
+                plan.inside(Path::new(device)).display()
+            )
+        }));
         commands.extend(volumes);
         commands.extend([
             format!("cd {merged} && pivot_root . . && umount -l .   # the old root, detached"),
@@ -194,6 +199,10 @@ impl Step for Overlay {
     }
 }
 
+fn history_command(image: &str) -> String {
+    format!("damda history {image}   # the image's layers")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +210,7 @@ mod tests {
 
     fn plan() -> OverlayPlan {
         OverlayPlan {
+            image: "example.com/web:1".into(),
             lowers: vec!["/l/0".into(), "/l/1".into(), "/l/2".into()],
             upper: "/b/upper".into(),
             work: "/b/work".into(),
@@ -260,5 +270,22 @@ mod tests {
             "the volume is bound in"
         );
         assert_eq!(*calls.last().unwrap(), Call::Chdir("/".into()));
+    }
+
+    #[test]
+    fn commands_name_the_boxs_image_and_bind_every_device() {
+        let mut spec = super::super::test_spec();
+        let before = Overlay.commands(&spec, 42).join("\n");
+        assert!(before.contains("damda history damda.local/busybox-httpd:latest"));
+        spec.overlay = Some(plan());
+        let text = Overlay.commands(&spec, 42).join("\n");
+        for expected in [
+            "damda history example.com/web:1",
+            "mount --bind /dev/null /b/merged/dev/null",
+            "mount --bind /dev/zero /b/merged/dev/zero",
+            "mount --rbind /srv/shared /b/merged/data",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from {text}");
+        }
     }
 }

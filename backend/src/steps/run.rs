@@ -38,9 +38,13 @@ impl Step for Run {
             .network
             .as_ref()
             .map_or(8081, |network| network.host_port);
+        let image = spec
+            .overlay
+            .as_ref()
+            .map_or(crate::image::DEFAULT_IMAGE, |plan| plan.image.as_str());
         vec![
             format!("nsenter -t {pid} -a {command} &   # the image's CMD, in the box"),
-            format!("docker run -d -p {port}:80 damda.local/busybox-httpd:latest   # Docker's way"),
+            format!("docker run -d -p {port}:80 {image}   # Docker's way"),
             format!("curl http://127.0.0.1:{port}/   # through the proxy"),
             format!(
                 "cat /proc/{pid}/task/{pid}/children   # the service, a child of the box's PID 1"
