@@ -153,16 +153,9 @@ pub fn spawn_service(argv: &[String]) -> nix::Result<()> {
                     unsafe { libc::dup2(null.as_raw_fd(), target) };
                 }
             }
-            // SAFETY: marks every fd above the standard streams close-on-exec
-            // (the pipe's write end must stay open until the exec).
-            unsafe {
-                libc::syscall(
-                    libc::SYS_close_range,
-                    3u32,
-                    u32::MAX,
-                    libc::CLOSE_RANGE_CLOEXEC,
-                )
-            };
+            // Above the standard streams; the pipe's write end stays open
+            // until the exec.
+            let _ = super::cloexec_from(3);
             let errno = nix::unistd::execv(&program, &args).unwrap_err();
             let _ = std::fs::File::from(write_end).write_all(&(errno as i32).to_ne_bytes());
             std::process::exit(127);

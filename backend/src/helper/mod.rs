@@ -26,6 +26,25 @@ pub const HELPER_ARG: &str = "__box-helper";
 /// The largest packet either side sends.
 pub const MAX_PACKET: usize = 256 * 1024;
 
+/// Marks every fd from `first` up close-on-exec (marked rather than closed:
+/// an fd the exec itself needs, or one that reports its failure, stays
+/// open until then). Async-signal-safe: for a forked child before exec.
+pub(crate) fn cloexec_from(first: u32) -> std::io::Result<()> {
+    // SAFETY: a plain syscall on integers.
+    let marked = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if marked < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {

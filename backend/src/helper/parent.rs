@@ -260,18 +260,10 @@ fn install_control(control: i32) -> std::io::Result<()> {
 /// In the forked child, before exec: every fd above `keep` is marked
 /// close-on-exec, and the child dies with its server.
 fn close_above_and_tie(keep: i32, server_pid: Pid) -> std::io::Result<()> {
+    // The sealed exe fd must live until exec.
+    super::cloexec_from((keep + 1) as u32)?;
     // SAFETY: plain syscalls on integers; async-signal-safe.
     unsafe {
-        // Marked rather than closed: the sealed exe fd must live until exec.
-        if libc::syscall(
-            libc::SYS_close_range,
-            (keep + 1) as libc::c_uint,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        ) < 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
             return Err(std::io::Error::last_os_error());
         }

@@ -140,7 +140,6 @@ impl UnpackError {
     }
 }
 
-/// The path's components, with `.` and empty ones dropped.
 /// What a link entry points at; an entry without one is refused.
 fn link_target<R: Read>(entry: &tar::Entry<R>, name: &str) -> Result<Vec<u8>, UnpackError> {
     entry
@@ -152,6 +151,7 @@ fn link_target<R: Read>(entry: &tar::Entry<R>, name: &str) -> Result<Vec<u8>, Un
         })
 }
 
+/// The path's components, with `.` and empty ones dropped.
 fn components(raw: &[u8]) -> Result<Vec<&OsStr>, Refusal> {
     if raw.starts_with(b"/") {
         return Err(Refusal::Absolute);
