@@ -1158,27 +1158,6 @@ pub fn error_code_text(lang: Lang, code: ErrorCode) -> &'static str {
     }
 }
 
-/// The wire name of an error code (`step_failed`), shown next to the text.
-pub fn error_code_name(code: ErrorCode) -> &'static str {
-    match code {
-        ErrorCode::BadMessage => "bad_message",
-        ErrorCode::TooLarge => "too_large",
-        ErrorCode::UnknownStep => "unknown_step",
-        ErrorCode::NoSuchMove => "no_such_move",
-        ErrorCode::StepFailed => "step_failed",
-        ErrorCode::NoSuchSession => "no_such_session",
-        ErrorCode::TooManyBoxes => "too_many_boxes",
-        ErrorCode::BoxFailed => "box_failed",
-        ErrorCode::CommandRunning => "command_running",
-        ErrorCode::NoCommand => "no_command",
-        ErrorCode::NotAllowed => "not_allowed",
-        ErrorCode::BadLimits => "bad_limits",
-        ErrorCode::NotYet => "not_yet",
-        ErrorCode::CompareRunning => "compare_running",
-        ErrorCode::CompareFailed => "compare_failed",
-    }
-}
-
 /// Row labels of the process comparison, by `data-field` name.
 pub fn field_label(lang: Lang, field: &str) -> &'static str {
     match (lang, field) {
@@ -1230,15 +1209,6 @@ pub fn cg_other_toggle(lang: Lang, version: &str) -> String {
     match lang {
         Lang::Ko => format!("{version}에서는? 같은 한도의 파일과 명령"),
         Lang::En => format!("And on {version}? The same limits as files and commands"),
-    }
-}
-
-/// The wire name of a demonstration (`fork_bomb`).
-pub fn demo_id(demo: Demo) -> &'static str {
-    match demo {
-        Demo::MemoryHog => "memory_hog",
-        Demo::ForkBomb => "fork_bomb",
-        Demo::CpuHog => "cpu_hog",
     }
 }
 
@@ -1481,31 +1451,6 @@ pub fn compare_resources(lang: Lang, vm_mib: u32, vm_cpus: u32, box_cpus: f64) -
         (Lang::En, Some(cpus)) => format!(
             "VM: {vm_mib} MiB of memory, {vm_cpus} vCPU · container: {cpus} CPU (cgroup limit)"
         ),
-    }
-}
-
-/// The wire name of a comparison's stage (`kvm_trial`).
-pub fn compare_stage_id(stage: CompareStage) -> &'static str {
-    match stage {
-        CompareStage::Preparing => "preparing",
-        CompareStage::KvmTrial => "kvm_trial",
-        CompareStage::Container => "container",
-        CompareStage::Vm => "vm",
-    }
-}
-
-/// The wire name of a figure (`first_output`).
-pub fn figure_id(id: FigureId) -> &'static str {
-    match id {
-        FigureId::FirstOutput => "first_output",
-        FigureId::Exit => "exit",
-        FigureId::Memory => "memory",
-        FigureId::Disk => "disk",
-        FigureId::Cpu => "cpu",
-        FigureId::Files => "files",
-        FigureId::Forks => "forks",
-        FigureId::Request => "request",
-        FigureId::Teardown => "teardown",
     }
 }
 

@@ -421,6 +421,19 @@ pub enum UpperKind {
     OpaqueDir,
 }
 
+impl UpperKind {
+    /// The wire name (`opaque_dir`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpperKind::File => "file",
+            UpperKind::Dir => "dir",
+            UpperKind::Symlink => "symlink",
+            UpperKind::Whiteout => "whiteout",
+            UpperKind::OpaqueDir => "opaque_dir",
+        }
+    }
+}
+
 /// One entry of the box's upper directory.
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
 pub struct UpperEntry {
@@ -445,6 +458,18 @@ pub enum Provenance {
     Deleted,
     /// Nowhere in the root.
     Missing,
+}
+
+impl Provenance {
+    /// The wire name, the `from` tag (`layer`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Provenance::Upper => "upper",
+            Provenance::Layer { .. } => "layer",
+            Provenance::Deleted => "deleted",
+            Provenance::Missing => "missing",
+        }
+    }
 }
 
 /// The network the `network` step builds, as Docker's default bridge network,
@@ -674,6 +699,17 @@ pub enum Demo {
     CpuHog,
 }
 
+impl Demo {
+    /// The wire name (`fork_bomb`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Demo::MemoryHog => "memory_hog",
+            Demo::ForkBomb => "fork_bomb",
+            Demo::CpuHog => "cpu_hog",
+        }
+    }
+}
+
 /// A step the kernel refused, with the real errno.
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
 pub struct StepError {
@@ -730,6 +766,18 @@ pub enum CompareStage {
     Vm,
 }
 
+impl CompareStage {
+    /// The wire name (`kvm_trial`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompareStage::Preparing => "preparing",
+            CompareStage::KvmTrial => "kvm_trial",
+            CompareStage::Container => "container",
+            CompareStage::Vm => "vm",
+        }
+    }
+}
+
 /// What a figure measures; the page and the CLI name it.
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
 #[serde(rename_all = "snake_case")]
@@ -768,6 +816,21 @@ impl FigureId {
         FigureId::Request,
         FigureId::Teardown,
     ];
+
+    /// The wire name (`first_output`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FigureId::FirstOutput => "first_output",
+            FigureId::Exit => "exit",
+            FigureId::Memory => "memory",
+            FigureId::Disk => "disk",
+            FigureId::Cpu => "cpu",
+            FigureId::Files => "files",
+            FigureId::Forks => "forks",
+            FigureId::Request => "request",
+            FigureId::Teardown => "teardown",
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
@@ -951,6 +1014,29 @@ pub enum ErrorCode {
     CompareFailed,
 }
 
+impl ErrorCode {
+    /// The wire name (`bad_limits`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadMessage => "bad_message",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::UnknownStep => "unknown_step",
+            ErrorCode::NoSuchMove => "no_such_move",
+            ErrorCode::StepFailed => "step_failed",
+            ErrorCode::NoSuchSession => "no_such_session",
+            ErrorCode::TooManyBoxes => "too_many_boxes",
+            ErrorCode::BoxFailed => "box_failed",
+            ErrorCode::CommandRunning => "command_running",
+            ErrorCode::NoCommand => "no_command",
+            ErrorCode::NotAllowed => "not_allowed",
+            ErrorCode::BadLimits => "bad_limits",
+            ErrorCode::NotYet => "not_yet",
+            ErrorCode::CompareRunning => "compare_running",
+            ErrorCode::CompareFailed => "compare_failed",
+        }
+    }
+}
+
 /// From the server to the page.
 #[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -1077,6 +1163,76 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", id.as_str()));
         }
         assert!(StepId::Host < StepId::Uts);
+    }
+
+    /// The name serde writes for a unit variant (or an internally tagged
+    /// enum's tag), to compare with `as_str`.
+    fn wire_name<T: Serialize>(value: &T, tag: Option<&str>) -> String {
+        let json = serde_json::to_value(value).unwrap();
+        let name = match tag {
+            Some(tag) => &json[tag],
+            None => &json,
+        };
+        name.as_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn as_str_is_the_wire_name() {
+        // One of each variant (a new one belongs here too).
+        let stages = [
+            CompareStage::Preparing,
+            CompareStage::KvmTrial,
+            CompareStage::Container,
+            CompareStage::Vm,
+        ];
+        for stage in stages {
+            assert_eq!(wire_name(&stage, None), stage.as_str());
+        }
+        for id in FigureId::ALL {
+            assert_eq!(wire_name(&id, None), id.as_str());
+        }
+        let kinds = [
+            UpperKind::File,
+            UpperKind::Dir,
+            UpperKind::Symlink,
+            UpperKind::Whiteout,
+            UpperKind::OpaqueDir,
+        ];
+        for kind in kinds {
+            assert_eq!(wire_name(&kind, None), kind.as_str());
+        }
+        let sources = [
+            Provenance::Upper,
+            Provenance::Layer { index: 2 },
+            Provenance::Deleted,
+            Provenance::Missing,
+        ];
+        for source in sources {
+            assert_eq!(wire_name(&source, Some("from")), source.as_str());
+        }
+        for demo in [Demo::MemoryHog, Demo::ForkBomb, Demo::CpuHog] {
+            assert_eq!(wire_name(&demo, None), demo.as_str());
+        }
+        let codes = [
+            ErrorCode::BadMessage,
+            ErrorCode::TooLarge,
+            ErrorCode::UnknownStep,
+            ErrorCode::NoSuchMove,
+            ErrorCode::StepFailed,
+            ErrorCode::NoSuchSession,
+            ErrorCode::TooManyBoxes,
+            ErrorCode::BoxFailed,
+            ErrorCode::CommandRunning,
+            ErrorCode::NoCommand,
+            ErrorCode::NotAllowed,
+            ErrorCode::BadLimits,
+            ErrorCode::NotYet,
+            ErrorCode::CompareRunning,
+            ErrorCode::CompareFailed,
+        ];
+        for code in codes {
+            assert_eq!(wire_name(&code, None), code.as_str());
+        }
     }
 
     #[test]

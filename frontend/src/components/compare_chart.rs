@@ -4,7 +4,7 @@ use damda_protocol::{Accelerator, Comparison, Figure, FigurePart, FigureUnit, Sp
 use yew::prelude::*;
 
 use crate::components::usage_gauges::bytes;
-use crate::i18n::{compare_resources, compare_runs, figure_id, figure_text, Lang};
+use crate::i18n::{compare_resources, compare_runs, figure_text, Lang};
 
 #[derive(PartialEq, Properties)]
 pub struct CompareChartProps {
@@ -173,7 +173,7 @@ fn figure(lang: Lang, figure: &Figure, tcg: bool) -> Html {
     ];
     html! {
         <li class={classes!("compare-figure", emulated.then_some("is-emulated"))}
-            data-figure={figure_id(figure.id)}
+            data-figure={figure.id.as_str()}
             data-emulated={emulated.to_string()}>
             <div class="cmp-fig-head">
                 <h3 class="cmp-fig-name">{ name }</h3>

@@ -2,7 +2,7 @@ use damda_protocol::MAX_COMPARE_RUNS;
 use yew::prelude::*;
 
 use crate::dom::select_value;
-use crate::i18n::{compare_progress, compare_runs, compare_stage_id, Lang};
+use crate::i18n::{compare_progress, compare_runs, Lang};
 use crate::state::CompareState;
 
 /// The runs the selector offers first: enough for a median, few enough that
@@ -49,7 +49,7 @@ pub fn compare_panel(props: &ComparePanelProps) -> Html {
         let text = p.map_or_else(|| t.cmp_starting.to_owned(), |p| compare_progress(lang, &p));
         html! {
             <div class="compare-progress import-progress"
-                data-stage={p.map(|p| compare_stage_id(p.stage))}
+                data-stage={p.map(|p| p.stage.as_str())}
                 data-run={p.map(|p| p.run.to_string())}
                 data-runs={p.map(|p| p.runs.to_string())}>
                 <progress id="compare-progress"

@@ -1,7 +1,7 @@
 use damda_protocol::{CgroupStats, Demo};
 use yew::prelude::*;
 
-use crate::i18n::{demo_id, demo_text, Lang};
+use crate::i18n::{demo_text, Lang};
 
 #[derive(PartialEq, Properties)]
 pub struct DemoPanelProps {
@@ -68,7 +68,7 @@ pub fn demo_panel(props: &DemoPanelProps) -> Html {
             <p class="card-caption">{ t.demos_caption }</p>
             <ul class="demo-list">
                 for (demo, id, icon) in demos {
-                    <li class="demo" key={id} data-demo={demo_id(demo)}
+                    <li class="demo" key={id} data-demo={demo.as_str()}
                         data-running={(props.running == Some(demo)).then_some("true")}>
                         <button type="button" {id} class="btn btn-small btn-demo"
                             disabled={!props.can_run}

@@ -2,7 +2,7 @@ use damda_protocol::ErrorCode;
 use yew::prelude::*;
 
 use crate::hooks::use_errno::ErrnoTable;
-use crate::i18n::{error_code_name, error_code_text, Lang};
+use crate::i18n::{error_code_text, Lang};
 use crate::state::ServerError;
 
 #[derive(PartialEq, Properties)]
@@ -19,7 +19,7 @@ pub struct ErrorBannerProps {
 pub fn error_banner(props: &ErrorBannerProps) -> Html {
     let t = props.lang.t();
     let e = &props.error;
-    let code = error_code_name(e.code);
+    let code = e.code.as_str();
     let kernel = e.error.as_ref().map(|k| {
         let plain = props.errno.get(&k.errno_name).cloned();
         html! {

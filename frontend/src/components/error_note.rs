@@ -1,8 +1,6 @@
 use damda_protocol::ErrorCode;
 use yew::prelude::*;
 
-use crate::i18n::error_code_name;
-
 #[derive(PartialEq, Properties)]
 pub struct ErrorNoteProps {
     pub id: AttrValue,
@@ -20,7 +18,7 @@ pub struct ErrorNoteProps {
 /// for the rest).
 #[function_component(ErrorNote)]
 pub fn error_note(props: &ErrorNoteProps) -> Html {
-    let code = props.code.map(error_code_name);
+    let code = props.code.map(ErrorCode::as_str);
     html! {
         <div id={props.id.clone()} class="error-note" role="alert" data-code={code}>
             <span class="ico" aria-hidden="true">{ "⚠" }</span>

@@ -52,16 +52,6 @@ fn lower_dirs(mount: &str) -> Vec<&str> {
     dirs
 }
 
-/// The wire name of where a path comes from (`data-from`).
-fn from_name(provenance: &Provenance) -> &'static str {
-    match provenance {
-        Provenance::Upper => "upper",
-        Provenance::Layer { .. } => "layer",
-        Provenance::Deleted => "deleted",
-        Provenance::Missing => "missing",
-    }
-}
-
 /// The badge on the row an answer points at.
 fn here_badge(text: &'static str, path: &str) -> Html {
     html! {
@@ -221,8 +211,8 @@ pub fn image_layers(props: &ImageLayersProps) -> Html {
             };
             html! {
                 <div id="which-answer"
-                    class={classes!("which-answer", format!("from-{}", from_name(provenance)))}
-                    data-from={from_name(provenance)}
+                    class={classes!("which-answer", format!("from-{}", provenance.as_str()))}
+                    data-from={provenance.as_str()}
                     data-index={index.map(|i| i.to_string())}
                     data-path={path.clone()}
                     data-stale={props.which.stale.to_string()}>

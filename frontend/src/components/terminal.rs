@@ -5,7 +5,7 @@ use yew::prelude::*;
 
 use damda_protocol::{OutputStream, StepId, MAX_COMMAND_BYTES};
 
-use crate::i18n::{demo_id, demo_text, error_code_name, Lang};
+use crate::i18n::{demo_text, Lang};
 use crate::state::{EscapeOutcome, TermChunk, Terminal as TerminalState};
 
 /// Commands worth trying at any step (busybox has them all).
@@ -167,7 +167,7 @@ pub fn terminal(props: &TerminalProps) -> Html {
                 <div class="term-cmd term-demo">
                     <span class="term-prompt" aria-hidden="true">{ "▶ " }</span>
                     { format!("{}: {name} ", t.demo_echo) }
-                    <span class="term-demo-id">{ format!("({})", demo_id(*demo)) }</span>
+                    <span class="term-demo-id">{ format!("({})", demo.as_str()) }</span>
                 </div>
             }
         }
@@ -192,7 +192,7 @@ pub fn terminal(props: &TerminalProps) -> Html {
             html! { <div class={classes!("term-exit", (!ok).then_some("is-fail"))}>{ text }</div> }
         }
         TermChunk::Refused(code, message) => html! {
-            <div class="term-refused">{ format!("[{}] {message}", error_code_name(*code)) }</div>
+            <div class="term-refused">{ format!("[{}] {message}", code.as_str()) }</div>
         },
     });
 

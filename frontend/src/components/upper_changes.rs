@@ -91,17 +91,6 @@ impl Change {
     }
 }
 
-/// The wire name of an upper kind (`data-kind`).
-fn kind_id(kind: UpperKind) -> &'static str {
-    match kind {
-        UpperKind::File => "file",
-        UpperKind::Dir => "dir",
-        UpperKind::Symlink => "symlink",
-        UpperKind::Whiteout => "whiteout",
-        UpperKind::OpaqueDir => "opaque_dir",
-    }
-}
-
 /// The box's upper directory: what it wrote, copied up or deleted, with
 /// what changed since the last command marked.
 #[function_component(UpperChanges)]
@@ -121,7 +110,7 @@ pub fn upper_changes(props: &UpperChangesProps) -> Html {
         });
         html! {
             <tr class={classes!("upper-entry", format!("change-{}", change.id()), mark.is_some().then_some("is-new"))}
-                data-kind={kind_id(entry.kind)}
+                data-kind={entry.kind.as_str()}
                 data-change={change.id()}
                 data-path={entry.path.clone()}
                 data-new={mark.map(|m| match m {
