@@ -442,16 +442,6 @@ pub fn app() -> Html {
             // the commit that saves it, and (from `run`) the service.
             let image = snapshot.image.as_ref().map(|image| {
                 let can_ask = state.can_ask_images();
-                // The images just committed or imported can be chosen before
-                // the store's list comes back with them.
-                let mut available = image.available.clone();
-                let made = state.commit.result.iter().map(|made| &made.name);
-                let imported = state.import.result.iter().flat_map(|names| names.iter());
-                for name in made.chain(imported) {
-                    if !available.contains(name) {
-                        available.push(name.clone());
-                    }
-                }
                 html! {
                     <>
                         <ImageLayers {lang}
@@ -461,7 +451,7 @@ pub fn app() -> Html {
                             {on_which}>
                             <ImagePicker {lang}
                                 current={image.name.clone()}
-                                {available}
+                                available={image.available.clone()}
                                 ready={can_ask}
                                 switching={state.switching.clone()}
                                 on_image={on_image.clone()} />
