@@ -494,7 +494,6 @@ pub fn own_ns() -> [u64; 8] {
     ns_of(std::process::id())
 }
 
-/// The box side of a snapshot's namespaces, in [`NsKind::ALL`] order.
 /// The page's side-by-side view of the /proc file `path`.
 pub fn proc_file<'a>(snapshot: &'a Snapshot, path: &str) -> &'a damda_protocol::ProcFile {
     snapshot
@@ -504,6 +503,7 @@ pub fn proc_file<'a>(snapshot: &'a Snapshot, path: &str) -> &'a damda_protocol::
         .unwrap_or_else(|| panic!("{path} is not among the compared files"))
 }
 
+/// The box side of a snapshot's namespaces, in [`NsKind::ALL`] order.
 pub fn snapshot_box_ns(snapshot: &Snapshot) -> [u64; 8] {
     NsKind::ALL.map(|kind| snapshot.namespaces.get(kind).boxed)
 }
@@ -639,8 +639,8 @@ pub fn walk_with_env(args: &[&str], env: &[(&str, &str)]) -> WalkRun {
     }
 }
 
-/// Collects a child's standard error in the background, for failure messages.
-/// Collects a child's output lines into a shared string, as they come.
+/// Collects a child's output lines into a shared string, as they come (its
+/// standard error, for failure messages).
 pub fn collect(stream: impl Read + Send + 'static) -> Arc<Mutex<String>> {
     let text = Arc::new(Mutex::new(String::new()));
     let sink = text.clone();
