@@ -5,9 +5,10 @@
 //! by sleeping and hoping: every wait polls a condition until a deadline and
 //! fails with the last thing it saw.
 
-use damda_protocol::{ErrorCode, NsKind, ServerMessage, Snapshot, StepId};
+use damda_protocol::{ErrorCode, ImageView, NsKind, ServerMessage, Snapshot, StepId};
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -71,7 +72,8 @@ pub fn rootfs() -> PathBuf {
     std::fs::canonicalize(&rootfs).expect("the rootfs resolves")
 }
 
-/// Where each box gets its own copy of the rootfs (`damda-ID/root`).
+/// Where each box gets its own copy of the rootfs (`damda-ID/root`) or its
+/// overlay's directories (`damda-ID/upper`, `work`, `merged`).
 pub fn boxes_dir() -> PathBuf {
     let data = std::fs::canonicalize(data_dir()).unwrap_or_else(|_| data_dir());
     data.join("boxes")
@@ -90,11 +92,21 @@ fn top_level(dir: &Path) -> Vec<String> {
 /// The box directory (`…/boxes/damda-ID`) a box root lives in, if it is a
 /// per-box copy rather than the prepared rootfs itself.
 pub fn box_dir_of(root: &str) -> Option<PathBuf> {
-    let dir = Path::new(root).strip_prefix(boxes_dir()).ok()?;
+    box_dir_holding(root, &["root"])
+}
+
+/// The box directory (`…/boxes/damda-ID`) whose entry `path` is, if its
+/// last component is one of `entries`.
+fn box_dir_holding(path: &str, entries: &[&str]) -> Option<PathBuf> {
+    let dir = Path::new(path).strip_prefix(boxes_dir()).ok()?;
     let mut parts = dir.components();
     let id = parts.next()?.as_os_str().to_string_lossy().into_owned();
     let rest: Vec<_> = parts.collect();
-    (id.starts_with("damda-") && rest.len() == 1 && rest[0].as_os_str() == "root")
+    let entry = match rest.as_slice() {
+        [only] => only.as_os_str(),
+        _ => return None,
+    };
+    (id.starts_with("damda-") && entries.iter().any(|e| OsStr::new(e) == entry))
         .then(|| boxes_dir().join(id))
 }
 
@@ -137,10 +149,12 @@ pub fn mounts_under(path: &Path) -> Vec<String> {
 }
 
 /// Asserts that the box directories of these roots were removed, mounts and
-/// all, within [`GONE_TIMEOUT`].
+/// all, within [`GONE_TIMEOUT`]: a chroot box's copy (`damda-ID/root`) or an
+/// overlay box's merged directory (`damda-ID/merged`). Other roots (`/`,
+/// the prepared rootfs) have no box directory to check.
 pub fn assert_roots_removed(roots: &[String]) {
     for root in roots {
-        let Some(dir) = box_dir_of(root) else {
+        let Some(dir) = box_dir_holding(root, &["root", "merged"]) else {
             continue;
         };
         poll(GONE_TIMEOUT, "the box directory to be removed", || {
@@ -503,6 +517,15 @@ pub fn proc_file<'a>(snapshot: &'a Snapshot, path: &str) -> &'a damda_protocol::
         .unwrap_or_else(|| panic!("{path} is not among the compared files"))
 }
 
+/// An overlay box's directory on the host: its upper directory's parent
+/// (`…/boxes/damda-ID`, holding `upper`, `work` and `merged`).
+pub fn overlay_dir(view: &ImageView) -> PathBuf {
+    Path::new(&view.upper_dir)
+        .parent()
+        .unwrap_or_else(|| panic!("upper directory {} has no parent", view.upper_dir))
+        .to_owned()
+}
+
 /// The box side of a snapshot's namespaces, in [`NsKind::ALL`] order.
 pub fn snapshot_box_ns(snapshot: &Snapshot) -> [u64; 8] {
     NsKind::ALL.map(|kind| snapshot.namespaces.get(kind).boxed)
@@ -819,10 +842,20 @@ impl HeldWalk {
     /// no process, no root directory, no orphaned helper.
     pub fn end_cleanly(self) {
         let pids: Vec<u32> = self.snapshots.iter().map(|s| s.pid).collect();
+        // A pivot_root box's root reads `/`: its directory is known by the
+        // image view's upper directory instead.
         let roots: Vec<String> = self
             .snapshots
             .iter()
-            .map(|s| s.box_process.root.clone())
+            .flat_map(|s| {
+                let merged = s.image.as_ref().map(|view| {
+                    overlay_dir(view)
+                        .join("merged")
+                        .to_string_lossy()
+                        .into_owned()
+                });
+                std::iter::once(s.box_process.root.clone()).chain(merged)
+            })
             .collect();
         let end = self.finish();
         assert!(

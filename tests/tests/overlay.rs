@@ -9,7 +9,7 @@
 use damda_e2e::*;
 use damda_protocol::{ImageView, Snapshot, StepId};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 fn image(snapshot: &Snapshot) -> &ImageView {
@@ -17,11 +17,6 @@ fn image(snapshot: &Snapshot) -> &ImageView {
         .image
         .as_ref()
         .expect("an image view from the overlay step on")
-}
-
-/// The box's directory on the host: the upper directory's parent.
-fn box_dir(view: &ImageView) -> PathBuf {
-    Path::new(&view.upper_dir).parent().unwrap().to_owned()
 }
 
 #[test]
@@ -99,7 +94,7 @@ fn the_root_is_the_images_overlay_entered_by_pivot_root() {
         "the layer is read-only to the box"
     );
 
-    let dir = box_dir(view);
+    let dir = overlay_dir(view);
     walk.end_cleanly();
     assert!(!dir.exists(), "{} is left", dir.display());
 }
@@ -139,9 +134,9 @@ fn run_serves_the_images_page_through_the_forwarded_port() {
         page.ends_with(&served),
         "the page is the application layer's: {page}"
     );
-    let dir = box_dir(view);
+    let dir = overlay_dir(view);
     walk.end_cleanly();
-    assert!(!dir.exists());
+    assert!(!dir.exists(), "{} is left", dir.display());
 }
 
 #[test]
