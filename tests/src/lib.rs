@@ -1467,6 +1467,12 @@ pub struct MountLine {
     /// Optional fields such as `shared:1` or `master:2`.
     pub optional: Vec<String>,
     pub fstype: String,
+    /// The mount source, such as `/dev/vda` or `overlay`.
+    pub source: String,
+    /// The filesystem's own options, such as an overlay's `lowerdir=…`.
+    pub super_options: String,
+    /// The whole line, as the kernel wrote it.
+    pub line: String,
 }
 
 /// Parses mountinfo text.
@@ -1479,7 +1485,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountLine> {
                 .iter()
                 .position(|f| *f == "-")
                 .unwrap_or_else(|| panic!("mountinfo line without '-': {line:?}"));
-            assert!(dash >= 6 && fields.len() > dash + 1, "{line:?}");
+            assert!(dash >= 6 && fields.len() > dash + 3, "{line:?}");
             MountLine {
                 id: fields[0].parse().expect("mount id"),
                 parent: fields[1].parse().expect("parent id"),
@@ -1488,6 +1494,9 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountLine> {
                 point: fields[4].to_owned(),
                 optional: fields[6..dash].iter().map(|f| (*f).to_owned()).collect(),
                 fstype: fields[dash + 1].to_owned(),
+                source: fields[dash + 2].to_owned(),
+                super_options: fields[dash + 3].to_owned(),
+                line: line.to_owned(),
             }
         })
         .collect()

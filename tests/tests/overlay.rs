@@ -33,29 +33,30 @@ fn the_root_is_the_images_overlay_entered_by_pivot_root() {
     assert!(note.refused.errno != 0, "{note:?}");
 
     // The box's / is overlay, lowerdir the image's layers, top first.
-    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
-    let root_line = mountinfo
-        .lines()
-        .find(|l| l.split_whitespace().nth(4) == Some("/"))
+    let mounts = mountinfo_of(pid);
+    let root_mount = mounts
+        .iter()
+        .find(|m| m.point == "/")
         .expect("a mount at /");
-    assert!(root_line.contains(" - overlay "), "{root_line}");
+    assert_eq!(root_mount.fstype, "overlay", "{}", root_mount.line);
     let lowers: Vec<&str> = view.layers.iter().rev().map(|l| l.dir.as_str()).collect();
+    let options: Vec<&str> = root_mount.super_options.split(',').collect();
     assert!(
-        root_line.contains(&format!("lowerdir={}", lowers.join(":"))),
-        "{root_line}"
+        options.contains(&format!("lowerdir={}", lowers.join(":")).as_str()),
+        "{}",
+        root_mount.line
     );
     assert!(
-        root_line.contains(&format!("upperdir={}", view.upper_dir)),
-        "{root_line}"
+        options.contains(&format!("upperdir={}", view.upper_dir).as_str()),
+        "{}",
+        root_mount.line
     );
     assert_eq!(view.layers.len(), 3);
-    assert_eq!(view.mount, root_line);
+    assert_eq!(view.mount, root_mount.line);
     // Nothing of the host's tree is mounted in the box any more.
     assert!(
-        !mountinfo
-            .lines()
-            .any(|l| l.split_whitespace().nth(4) == Some("/work")),
-        "the old root is detached"
+        !mounts.iter().any(|m| m.point == "/work"),
+        "the old root is detached: {mounts:#?}"
     );
     assert_eq!(root_of(pid), "/");
     let upper = std::fs::metadata(&view.upper_dir).unwrap();
