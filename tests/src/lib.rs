@@ -708,7 +708,7 @@ pub fn sh_as_box_root(pid: u32, script: &str) -> Output {
 }
 
 /// Sends each line of a child's standard output down a channel.
-fn line_channel(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+pub fn line_channel(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {

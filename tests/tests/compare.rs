@@ -13,10 +13,9 @@ use damda_protocol::{
     Accelerator, CompareStage, Comparison, ErrorCode, FigureId, FigureUnit, ServerMessage, StepId,
 };
 use serde_json::json;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// A comparison of one run: a trial boot, a box, a VM.
@@ -182,39 +181,31 @@ fn boot_by_hand(comparison: &Comparison) {
         .vm_command
         .replace("127.0.0.1:8090-:80", &format!("127.0.0.1:{port}-:80"));
     assert_ne!(line, comparison.vm_command, "the forward is on the line");
-    let mut qemu = Command::new("sh")
-        .args(["-c", &format!("exec {line}")])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (send, lines) = mpsc::channel();
-    let stdout = qemu.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = send.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut console = Vec::new();
-    while !console
-        .iter()
-        .any(|l: &String| l.contains("DAMDA-VM-READY"))
-    {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) => console.push(line),
-            Err(e) => {
-                let _ = qemu.kill();
-                let _ = qemu.wait();
-                panic!(
-                    "the VM booted by hand never got ready ({e}):\n{}",
-                    console.join("\n")
-                );
+    // `exec`: the shell becomes qemu, which the guard kills and reaps if
+    // an assert below fails.
+    let mut qemu = Spawned {
+        child: Command::new("sh")
+            .args(["-c", &format!("exec {line}")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the printed qemu line"),
+    };
+    let lines = line_channel(qemu.child.stdout.take().expect("piped"));
+    let mut console: Vec<String> = Vec::new();
+    poll(
+        Duration::from_secs(120),
+        "the VM booted by hand to get ready",
+        || {
+            console.extend(lines.try_iter());
+            if console.iter().any(|l| l.contains("DAMDA-VM-READY")) {
+                Ok(())
+            } else {
+                Err(format!("console:\n{}", console.join("\n")))
             }
-        }
-    }
+        },
+    );
     for mark in ["start", "cpu", "files", "forks", "end"] {
         let line = format!("DAMDA-WL {mark}");
         assert!(
@@ -230,8 +221,17 @@ fn boot_by_hand(comparison: &Comparison) {
         page.contains("busybox httpd"),
         "the image's /www page: {page}"
     );
-    qemu.stdin.as_mut().unwrap().write_all(b"stop\n").unwrap();
-    let status = wait_child(&mut qemu, Duration::from_secs(30), "qemu to power off");
+    qemu.child
+        .stdin
+        .as_mut()
+        .expect("piped")
+        .write_all(b"stop\n")
+        .expect("telling the guest to stop");
+    let status = wait_child(
+        &mut qemu.child,
+        Duration::from_secs(30),
+        "qemu to power off",
+    );
     assert!(status.success(), "qemu after poweroff -f: {status}");
 }
 
