@@ -461,6 +461,24 @@ pub fn run_ok(program: &str, args: &[&str]) -> String {
     output.stdout
 }
 
+/// `ip -j ARGS…` on the host, parsed.
+pub fn ip_json(args: &[&str]) -> Vec<Value> {
+    let mut full = vec!["-j"];
+    full.extend_from_slice(args);
+    let out = run_ok("ip", &full);
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("ip {full:?} printed non-JSON ({e}): {out:?}"))
+}
+
+/// `ip -j ARGS…` in the network namespace of `pid`, parsed.
+pub fn ip_json_in(pid: u32, args: &[&str]) -> Vec<Value> {
+    let mut full = vec!["-n", "ip", "-j"];
+    full.extend_from_slice(args);
+    let out = nsenter_ok(pid, &full);
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("nsenter -t {pid} {full:?} printed non-JSON ({e}): {out:?}"))
+}
+
 /// `readlink PATH…` (the coreutils tool), one target per path.
 pub fn readlink(paths: &[String]) -> Vec<String> {
     let args: Vec<&str> = paths.iter().map(String::as_str).collect();

@@ -37,10 +37,6 @@ fn this_port(view: &NetworkView) -> (String, String, u16) {
     )
 }
 
-fn ip_json(args: &[&str]) -> Vec<Value> {
-    serde_json::from_str(&run_ok("ip", args)).unwrap_or_default()
-}
-
 /// Starts busybox httpd in the box, serving a page with `marker`.
 fn serve_in_box(pid: u32, marker: &str) {
     let script = format!("mkdir -p /srv && echo {marker} > /srv/index.html && httpd -p 80 -h /srv");
@@ -104,7 +100,7 @@ fn the_bridge_network_is_what_ip_and_nft_show_and_carries_traffic() {
     let gateway = view.bridge.address.split('/').next().unwrap().to_owned();
 
     // The host side: the bridge with the gateway address, this box's end on it.
-    let bridge = ip_json(&["-j", "addr", "show", "dev", "damda0"]);
+    let bridge = ip_json(&["addr", "show", "dev", "damda0"]);
     let bridge_addrs: Vec<String> = bridge[0]["addr_info"]
         .as_array()
         .unwrap()
@@ -115,7 +111,7 @@ fn the_bridge_network_is_what_ip_and_nft_show_and_carries_traffic() {
         bridge_addrs.contains(&view.bridge.address),
         "{bridge_addrs:?}"
     );
-    let end = ip_json(&["-j", "-d", "link", "show", "dev", &veth]);
+    let end = ip_json(&["-d", "link", "show", "dev", &veth]);
     assert_eq!(end[0]["master"], "damda0");
     assert_eq!(end[0]["linkinfo"]["info_kind"], "veth");
     assert_eq!(
@@ -127,8 +123,7 @@ fn the_bridge_network_is_what_ip_and_nft_show_and_carries_traffic() {
 
     // Inside: eth0 with the box's address and the default route via the gateway.
     let pid_text = pid.to_string();
-    let inside = nsenter_ok(pid, &["-n", "ip", "-j", "addr", "show", "dev", "eth0"]);
-    let inside: Vec<Value> = serde_json::from_str(&inside).unwrap();
+    let inside = ip_json_in(pid, &["addr", "show", "dev", "eth0"]);
     assert_eq!(inside[0]["addr_info"][0]["local"], address.as_str());
     assert!(inside[0]["flags"]
         .as_array()
@@ -257,9 +252,11 @@ fn two_boxes_on_one_bridge_reach_each_other() {
 
 /// eth0's MAC inside the box `pid`.
 fn box_mac(pid: u32) -> String {
-    let link = nsenter_ok(pid, &["-n", "ip", "-j", "link", "show", "dev", "eth0"]);
-    let link: Vec<Value> = serde_json::from_str(&link).unwrap();
-    link[0]["address"].as_str().unwrap().to_owned()
+    let link = ip_json_in(pid, &["link", "show", "dev", "eth0"]);
+    link[0]["address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("eth0 without an address: {link:?}"))
+        .to_owned()
 }
 
 /// The MAC damda gives the box at `address`: 02:da and its four bytes.
@@ -275,7 +272,7 @@ fn mac_of(address: &str) -> String {
 
 /// What the host's neighbour table holds for `address` on the bridge.
 fn neighbour(address: &str) -> Option<String> {
-    let entries = ip_json(&["-j", "neigh", "show", "to", address, "dev", "damda0"]);
+    let entries = ip_json(&["neigh", "show", "to", address, "dev", "damda0"]);
     entries
         .first()
         .and_then(|e| e["lladdr"].as_str())

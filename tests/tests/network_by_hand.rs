@@ -30,11 +30,7 @@ impl Drop for ByHand {
 
 /// eth0's address/prefix and the routes, as `ip` shows them inside `pid`.
 fn inside(pid: u32) -> (Vec<String>, String) {
-    let addrs: Vec<Value> = serde_json::from_str(&nsenter_ok(
-        pid,
-        &["-n", "ip", "-4", "-j", "addr", "show", "dev", "eth0"],
-    ))
-    .unwrap();
+    let addrs = ip_json_in(pid, &["-4", "addr", "show", "dev", "eth0"]);
     let addresses = addrs[0]["addr_info"]
         .as_array()
         .unwrap()
@@ -126,11 +122,8 @@ fn the_commands_on_the_page_build_the_same_network_by_hand() {
         lines
     };
     assert_eq!(normalise(&engine_routes), normalise(&hand_routes));
-    let master = |link: &str| -> Value {
-        let shown: Vec<Value> =
-            serde_json::from_str(&run_ok("ip", &["-j", "link", "show", "dev", link])).unwrap();
-        shown[0]["master"].clone()
-    };
+    let master =
+        |link: &str| -> Value { ip_json(&["link", "show", "dev", link])[0]["master"].clone() };
     assert_eq!(master(&port.veth), "damda0");
     assert_eq!(master(&by_hand.host_end), by_hand.bridge.as_str());
     let engine_table = run_ok("nft", &["list", "table", "ip", "damda"]);
