@@ -449,16 +449,24 @@ pub fn get_page(address: &str) -> String {
     )
 }
 
-/// Runs a command that must succeed; returns its standard output.
-pub fn run_ok(program: &str, args: &[&str]) -> String {
-    let output = run(program, args, Duration::from_secs(20));
+/// Runs a command that must succeed (within 20 s); returns its standard
+/// output.
+pub fn run_ok(program: impl AsRef<OsStr>, args: &[&str]) -> String {
+    run_ok_within(program, args, Duration::from_secs(20)).stdout
+}
+
+/// Runs a command that must succeed within `within`; returns all it printed.
+pub fn run_ok_within(program: impl AsRef<OsStr>, args: &[&str], within: Duration) -> Output {
+    let program = program.as_ref();
+    let output = run(program, args, within);
     assert!(
         output.status.success(),
-        "{program} {args:?} failed ({}): {}",
+        "{program:?} {args:?} failed ({}): {}\n{}",
         output.status,
+        output.stdout,
         output.stderr
     );
-    output.stdout
+    output
 }
 
 /// `ip -j ARGS…` on the host, parsed.

@@ -237,12 +237,11 @@ fn boot_by_hand(comparison: &Comparison) {
 
 #[test]
 fn compare_measures_both_sides_and_the_qemu_line_boots_by_hand() {
-    let out = run(
+    let out = run_ok_within(
         damda_bin(),
         &["compare", "--runs", "1", "--json"],
         COMPARE_TIMEOUT,
     );
-    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
     // Progress went to standard error, stage by stage.
     for stage in [
         "initramfs",

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 /// How long a runtime may take to run the box's short script.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `damda export` may take to copy the image's layers.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(60);
 /// What the box runs: the facts the steps show, in the box's own words.
 const SCRIPT: &str = "hostname; cat /proc/self/uid_map; id -u; ls /";
 
@@ -63,27 +65,30 @@ impl Bundle {
         path.to_string_lossy().into_owned()
     }
 
-    /// `damda export` into the bundle directory, with `args` after `--`.
-    fn export(&self, options: &[&str], args: &[&str]) -> Output {
-        let dir = Self::text(&self.dir());
-        let mut all: Vec<&str> = vec!["export", &dir];
-        all.extend_from_slice(options);
+    /// `damda export`'s arguments: into the bundle directory, with `args`
+    /// after `--`.
+    fn export_args(&self, options: &[&str], args: &[&str]) -> Vec<String> {
+        let mut all = vec!["export".to_owned(), Self::text(&self.dir())];
+        all.extend(options.iter().map(|o| (*o).to_owned()));
         if !args.is_empty() {
-            all.push("--");
-            all.extend_from_slice(args);
+            all.push("--".to_owned());
+            all.extend(args.iter().map(|a| (*a).to_owned()));
         }
-        run(damda_bin(), &all, Duration::from_secs(60))
+        all
     }
 
+    /// `damda export`, which may fail.
+    fn export(&self, options: &[&str], args: &[&str]) -> Output {
+        let all = self.export_args(options, args);
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        run(damda_bin(), &all, EXPORT_TIMEOUT)
+    }
+
+    /// `damda export`, which must succeed: what it printed.
     fn export_ok(&self, options: &[&str], args: &[&str]) -> String {
-        let out = self.export(options, args);
-        assert!(
-            out.status.success(),
-            "damda export failed: {}\n{}",
-            out.stdout,
-            out.stderr
-        );
-        out.stdout
+        let all = self.export_args(options, args);
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        run_ok_within(damda_bin(), &all, EXPORT_TIMEOUT).stdout
     }
 
     /// The runtime with a private state directory and `args`. crun 1.8.1
