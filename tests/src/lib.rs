@@ -1710,6 +1710,23 @@ pub fn comm_of(pid: u32) -> Option<String> {
         .map(|c| c.trim().to_owned())
 }
 
+/// /proc/PID/cmdline as its arguments (none if the process is gone or a
+/// kernel thread).
+pub fn cmdline_of(pid: u32) -> Vec<String> {
+    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return Vec::new();
+    };
+    if raw.is_empty() {
+        return Vec::new();
+    }
+    // Each argument ends in a NUL; an empty argument is still one.
+    raw.strip_suffix(b"\0")
+        .unwrap_or(&raw)
+        .split(|b| *b == 0)
+        .map(|arg| String::from_utf8_lossy(arg).into_owned())
+        .collect()
+}
+
 /// `damda __box-escape PID`: the chroot escape, run for real.
 pub fn box_escape(pid: u32) -> Output {
     run(

@@ -33,16 +33,18 @@ fn orphaned_qemus() -> Vec<String> {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if !cmdline.starts_with("qemu-system") || !cmdline.contains("compare-initrd.gz") {
+        let cmdline = cmdline_of(pid);
+        let qemu = cmdline
+            .first()
+            .is_some_and(|program| program.starts_with("qemu-system"));
+        if !qemu || !cmdline.iter().any(|a| a.contains("compare-initrd.gz")) {
             continue;
         }
         let parent_is_damda = ppid_of(pid)
             .and_then(exe_of)
             .is_some_and(|exe| exe.contains("damda"));
         if !parent_is_damda {
-            left.push(format!("{pid}: {cmdline}"));
+            left.push(format!("{pid}: {}", cmdline.join(" ")));
         }
     }
     left

@@ -112,13 +112,7 @@ fn run_serves_the_images_page_through_the_forwarded_port() {
         Some(walk.pid()),
         "a child of the box's PID 1"
     );
-    let cmdline = std::fs::read(format!("/proc/{service}/cmdline")).unwrap();
-    let argv: Vec<String> = cmdline
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    assert_eq!(argv, view.command);
+    assert_eq!(cmdline_of(service), view.command);
 
     let port = snapshot
         .network
