@@ -543,6 +543,14 @@ pub fn proc_file<'a>(snapshot: &'a Snapshot, path: &str) -> &'a damda_protocol::
         .unwrap_or_else(|| panic!("{path} is not among the compared files"))
 }
 
+/// The image view a snapshot has from the overlay step on.
+pub fn image_view(snapshot: &Snapshot) -> &ImageView {
+    snapshot
+        .image
+        .as_ref()
+        .unwrap_or_else(|| panic!("no image view at {}", snapshot.step))
+}
+
 /// An overlay box's directory on the host: its upper directory's parent
 /// (`…/boxes/damda-ID`, holding `upper`, `work` and `merged`).
 pub fn overlay_dir(view: &ImageView) -> PathBuf {

@@ -7,17 +7,10 @@
 //! hand give the same root; and the box's directories go with it.
 
 use damda_e2e::*;
-use damda_protocol::{ImageView, Snapshot, StepId};
+use damda_protocol::StepId;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::time::Duration;
-
-fn image(snapshot: &Snapshot) -> &ImageView {
-    snapshot
-        .image
-        .as_ref()
-        .expect("an image view from the overlay step on")
-}
 
 #[test]
 fn the_root_is_the_images_overlay_entered_by_pivot_root() {
@@ -25,7 +18,7 @@ fn the_root_is_the_images_overlay_entered_by_pivot_root() {
     let walk = HeldWalk::start("overlay");
     let snapshot = walk.last().clone();
     let pid = walk.pid();
-    let view = image(&snapshot);
+    let view = image_view(&snapshot);
 
     // Rebuilt without chroot, with the errno the live box got.
     let note = snapshot.rebuild.as_ref().expect("a rebuild note");
@@ -105,7 +98,7 @@ fn run_serves_the_images_page_through_the_forwarded_port() {
     become_subreaper();
     let walk = HeldWalk::start("run");
     let snapshot = walk.last().clone();
-    let view = image(&snapshot);
+    let view = image_view(&snapshot);
     let service = view.service_pid.expect("the service's pid");
     assert_eq!(
         ppid_of(service),
@@ -138,7 +131,7 @@ fn run_serves_the_images_page_through_the_forwarded_port() {
 fn the_same_overlay_and_pivot_root_by_hand_give_the_same_root() {
     become_subreaper();
     let walk = HeldWalk::start("overlay");
-    let view = image(walk.last()).clone();
+    let view = image_view(walk.last()).clone();
     let listing = "ls -a / && cat /www/index.html /etc/hostname";
     let boxed = sh_as_box_root(walk.pid(), listing);
     assert!(boxed.status.success(), "{boxed:?}");
@@ -182,7 +175,7 @@ fn a_volumes_data_outlives_the_box() {
     let host = std::env::temp_dir().join(format!("damda-volume-{}", std::process::id()));
     let volume = format!("{}:/data", host.display());
     let first = HeldWalk::start_with("overlay", &["--volume", &volume], &[]);
-    let view = image(first.last()).clone();
+    let view = image_view(first.last()).clone();
     assert_eq!(view.volumes, vec![volume.clone()]);
     let write = sh_as_box_root(
         first.pid(),

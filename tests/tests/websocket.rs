@@ -706,7 +706,7 @@ async fn which_names_the_layer_and_changes_follow_the_box() {
 
     ws.send_json(goto("overlay")).await;
     let overlay = snapshot_at(&mut ws, StepId::Overlay).await;
-    let layers = &overlay.image.as_ref().expect("an image view").layers;
+    let layers = &image_view(&overlay).layers;
     let provider = |path: &str| {
         layers
             .iter()
@@ -782,7 +782,7 @@ async fn commit_makes_an_image_a_second_box_is_built_from() {
 
     ws.send_json(goto("overlay")).await;
     let overlay = snapshot_at(&mut ws, StepId::Overlay).await;
-    let base = overlay.image.clone().expect("an image view");
+    let base = image_view(&overlay).clone();
     let change = sh_as_box_root(
         overlay.pid,
         "echo committed >> /etc/motd && rm /www/index.html",
@@ -824,13 +824,13 @@ async fn commit_makes_an_image_a_second_box_is_built_from() {
         &whiteout.file_type()
     ));
     let current = ws.expect_snapshot(StepId::Overlay).await;
-    assert!(current.image.unwrap().available.contains(&name.to_owned()));
+    assert!(image_view(&current).available.contains(&name.to_owned()));
 
     // A second box from the committed image: the change is in its root.
     ws.send_json(json!({"type": "image", "name": name})).await;
     ws.expect_busy().await;
     let rebuilt = ws.expect_snapshot(StepId::Overlay).await;
-    assert_eq!(rebuilt.image.as_ref().unwrap().name, name);
+    assert_eq!(image_view(&rebuilt).name, name);
     let seen = sh_as_box_root(rebuilt.pid, "tail -n 1 /etc/motd; ls /www");
     assert!(seen.stdout.starts_with("committed\n"), "{seen:?}");
     assert!(
@@ -877,7 +877,7 @@ async fn import_reports_progress_and_the_image_is_used() {
     // A box of this server can now be built on it.
     ws.send_json(goto("overlay")).await;
     let overlay = snapshot_at(&mut ws, StepId::Overlay).await;
-    let view = overlay.image.as_ref().expect("an image view");
+    let view = image_view(&overlay);
     assert!(
         view.layers.iter().all(|l| l.dir.starts_with(&data.text())),
         "the imported layers"
