@@ -11,6 +11,7 @@ use serde_json::Value;
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
@@ -207,6 +208,42 @@ impl Drop for TempData {
     fn drop(&mut self) {
         if mounts_under(&self.dir).is_empty() {
             let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// An empty directory of the test's own in /tmp, searchable by all (mode
+/// 0755, whatever the umask: a box's root, uid 100000, may have to reach
+/// into it). Removed with everything in it when dropped, a failing test
+/// included, unless something is still mounted in it.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(label: &str) -> Self {
+        static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("damda-e2e-{}-{label}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        // Set, not asked of mkdir: the umask does not mask it.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .unwrap_or_else(|e| panic!("chmod 755 {}: {e}", path.display()));
+        TempDir { path }
+    }
+
+    /// `name` inside it.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if mounts_under(&self.path).is_empty() {
+            let _ = std::fs::remove_dir_all(&self.path);
         }
     }
 }

@@ -9,7 +9,7 @@
 
 use damda_e2e::*;
 use serde_json::Value;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -30,9 +30,12 @@ enum Runtime {
 /// directory, and the container id; the container is deleted and the
 /// directory removed when dropped, whatever the test asserted.
 struct Bundle {
-    base: PathBuf,
     runtime: Runtime,
     id: String,
+    /// Searchable by all: runc's init opens the rootfs as the box's root
+    /// (uid 100000), already inside the user namespace. Removed after the
+    /// container is deleted (fields drop after `Drop::drop`).
+    base: TempDir,
 }
 
 impl Bundle {
@@ -41,15 +44,7 @@ impl Bundle {
             Runtime::Runc => "runc",
             Runtime::Crun => "crun",
         };
-        let base =
-            std::env::temp_dir().join(format!("damda-export-e2e-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&base);
-        // Searchable by all: runc's init opens the rootfs as the box's
-        // root (uid 100000), already inside the user namespace.
-        std::fs::DirBuilder::new()
-            .mode(0o755)
-            .create(&base)
-            .unwrap_or_else(|e| panic!("creating {}: {e}", base.display()));
+        let base = TempDir::new(&format!("export-{name}"));
         let id = match runtime {
             Runtime::Runc => format!("damda-export-{}", std::process::id()),
             Runtime::Crun => format!("damda-export-crun-{}", std::process::id()),
@@ -128,7 +123,6 @@ impl Drop for Bundle {
         // Gone already after a run that ended; this is for one that did not.
         let id = self.id.clone();
         let _ = self.runtime(&["delete", "-f", &id]);
-        let _ = std::fs::remove_dir_all(&self.base);
     }
 }
 

@@ -136,8 +136,7 @@ fn the_same_overlay_and_pivot_root_by_hand_give_the_same_root() {
     let boxed = sh_as_box_root(walk.pid(), listing);
     assert!(boxed.status.success(), "{boxed:?}");
 
-    let scratch =
-        std::env::temp_dir().join(format!("damda-overlay-by-hand-{}", std::process::id()));
+    let scratch = TempDir::new("overlay-by-hand");
     let (upper, work, merged) = (
         scratch.join("upper"),
         scratch.join("work"),
@@ -161,7 +160,7 @@ fn the_same_overlay_and_pivot_root_by_hand_give_the_same_root() {
         &["--mount", "--pid", "--fork", "sh", "-c", &script],
         Duration::from_secs(30),
     );
-    std::fs::remove_dir_all(&scratch).unwrap();
+    drop(scratch);
     assert!(by_hand.status.success(), "{by_hand:?}");
     // The box's root has the device mount points damda adds under /dev;
     // the listings of / and the image's files are the same.
@@ -172,7 +171,9 @@ fn the_same_overlay_and_pivot_root_by_hand_give_the_same_root() {
 #[test]
 fn a_volumes_data_outlives_the_box() {
     become_subreaper();
-    let host = std::env::temp_dir().join(format!("damda-volume-{}", std::process::id()));
+    // The volume's host directory does not exist yet: the box makes it.
+    let scratch = TempDir::new("volume");
+    let host = scratch.join("data");
     let volume = format!("{}:/data", host.display());
     let first = HeldWalk::start_with("overlay", &["--volume", &volume], &[]);
     let view = image_view(first.last()).clone();
@@ -200,5 +201,4 @@ fn a_volumes_data_outlives_the_box() {
         "the first box's own changes went with it"
     );
     second.end_cleanly();
-    std::fs::remove_dir_all(&host).unwrap();
 }
