@@ -10,7 +10,8 @@
 
 use damda_e2e::*;
 use damda_protocol::{
-    Accelerator, CompareStage, Comparison, ErrorCode, FigureId, FigureUnit, ServerMessage, StepId,
+    Accelerator, CompareStage, Comparison, ErrorCode, Figure, FigureId, FigureUnit, ServerMessage,
+    StepId,
 };
 use serde_json::json;
 use std::io::Write;
@@ -48,6 +49,15 @@ fn orphaned_qemus() -> Vec<String> {
         }
     }
     left
+}
+
+/// The figure `id` of a comparison.
+fn figure(comparison: &Comparison, id: FigureId) -> &Figure {
+    comparison
+        .figures
+        .iter()
+        .find(|f| f.id == id)
+        .unwrap_or_else(|| panic!("no {id:?} among {:?}", comparison.figures))
 }
 
 fn partial_initrds() -> Vec<String> {
@@ -98,11 +108,7 @@ fn check_comparison(comparison: &Comparison, runs: u32) {
     let ids: Vec<FigureId> = comparison.figures.iter().map(|f| f.id).collect();
     assert_eq!(ids, FigureId::ALL, "every figure once, in order");
     for id in FigureId::ALL {
-        let figure = comparison
-            .figures
-            .iter()
-            .find(|f| f.id == id)
-            .unwrap_or_else(|| panic!("no {id:?} in {ids:?}"));
+        let figure = figure(comparison, id);
         for (side, spread) in [("container", &figure.container), ("vm", &figure.vm)] {
             assert!(spread.median > 0.0, "{id:?} {side}: {spread:?}");
             assert!(spread.min <= spread.median && spread.median <= spread.max);
@@ -117,26 +123,24 @@ fn check_comparison(comparison: &Comparison, runs: u32) {
     }
     // A whole guest OS against a few processes: qemu holds the guest's
     // kernel and page cache, the box's cgroup only its processes.
-    let memory = comparison
-        .figures
-        .iter()
-        .find(|f| f.id == FigureId::Memory)
-        .unwrap();
+    let memory = figure(comparison, FigureId::Memory);
     assert_eq!(memory.unit, FigureUnit::Bytes);
     assert!(memory.vm.median > memory.container.median, "{memory:?}");
     // The workload's first line comes before its exit, on both sides.
-    let at = |id| comparison.figures.iter().find(|f| f.id == id).unwrap();
-    assert!(at(FigureId::FirstOutput).vm.max <= at(FigureId::Exit).vm.max);
-    assert!(at(FigureId::FirstOutput).container.max <= at(FigureId::Exit).container.max);
+    let (first, exit) = (
+        figure(comparison, FigureId::FirstOutput),
+        figure(comparison, FigureId::Exit),
+    );
+    assert!(first.vm.max <= exit.vm.max, "{first:?} {exit:?}");
+    assert!(
+        first.container.max <= exit.container.max,
+        "{first:?} {exit:?}"
+    );
 }
 
 /// The disk figure is the files' sizes, byte for byte.
 fn check_disk(comparison: &Comparison) {
-    let disk = comparison
-        .figures
-        .iter()
-        .find(|f| f.id == FigureId::Disk)
-        .unwrap();
+    let disk = figure(comparison, FigureId::Disk);
     let kernel = std::fs::metadata(vm_dir().join("vmlinuz")).unwrap().len();
     let initrd = std::fs::metadata(vm_dir().join("damda-compare-initrd.gz"))
         .unwrap()
@@ -256,10 +260,10 @@ fn compare_measures_both_sides_and_the_qemu_line_boots_by_hand() {
     let comparison: Comparison = serde_json::from_str(&out.stdout).unwrap();
     check_comparison(&comparison, 1);
     check_disk(&comparison);
-    assert!(orphaned_qemus().is_empty(), "{:?}", orphaned_qemus());
-    assert!(partial_initrds().is_empty(), "{:?}", partial_initrds());
+    assert_eq!(orphaned_qemus(), Vec::<String>::new());
+    assert_eq!(partial_initrds(), Vec::<String>::new());
     boot_by_hand(&comparison);
-    assert!(orphaned_qemus().is_empty(), "{:?}", orphaned_qemus());
+    assert_eq!(orphaned_qemus(), Vec::<String>::new());
 }
 
 #[test]
@@ -324,7 +328,7 @@ async fn compare_over_the_websocket_reports_progress_and_runs_one_at_a_time() {
         ]
     );
     check_comparison(&comparison, 1);
-    assert!(orphaned_qemus().is_empty(), "{:?}", orphaned_qemus());
+    assert_eq!(orphaned_qemus(), Vec::<String>::new());
     // The server is free for the next comparison once one ended.
     ws.send_json(json!({ "type": "compare", "runs": 9 })).await;
     ws.expect_error(ErrorCode::BadMessage).await;
@@ -338,7 +342,7 @@ async fn compare_on_a_full_server_is_refused_before_anything_starts() {
     let (mut ws, _, _) = Ws::open(&server).await;
     ws.send_json(json!({ "type": "compare", "runs": 1 })).await;
     ws.expect_error(ErrorCode::TooManyBoxes).await;
-    assert!(orphaned_qemus().is_empty(), "{:?}", orphaned_qemus());
+    assert_eq!(orphaned_qemus(), Vec::<String>::new());
     // The page's own box is untouched and still steps.
     ws.send_json(json!({ "type": "next" })).await;
     ws.expect_snapshot(StepId::Chroot).await;
