@@ -126,49 +126,52 @@ impl Drop for Bundle {
     }
 }
 
-/// Cgroup directories named `name`, in every hierarchy, five levels deep
-/// (runc puts its group under its own memory group on v1).
-fn cgroups_named(name: &str) -> Vec<PathBuf> {
-    fn walk(dir: &Path, name: &str, depth: u32, found: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            if entry.file_name().to_string_lossy() == name {
-                found.push(path.clone());
-            }
-            if depth > 0 {
-                walk(&path, name, depth - 1, found);
-            }
-        }
+/// What `damda sweep --check` lists as left behind (by anyone: parallel
+/// tests' boxes too). Every line is `left behind: …`, or the one line
+/// `nothing left behind`; the exit status says which.
+fn sweep_check() -> Vec<String> {
+    let check = run(damda_bin(), &["sweep", "--check"], Duration::from_secs(20));
+    let lines: Vec<&str> = check.stdout.lines().collect();
+    if lines == ["nothing left behind"] {
+        assert!(check.status.success(), "{check:?}");
+        return Vec::new();
     }
-    let mut found = Vec::new();
-    walk(Path::new("/sys/fs/cgroup"), name, 5, &mut found);
-    found
+    let left: Vec<String> = lines
+        .iter()
+        .map(|line| {
+            line.strip_prefix("left behind: ")
+                .unwrap_or_else(|| panic!("sweep --check printed {line:?}: {check:?}"))
+                .to_owned()
+        })
+        .collect();
+    assert!(!left.is_empty(), "sweep --check printed nothing: {check:?}");
+    assert_eq!(check.status.code(), Some(1), "{check:?}");
+    assert!(
+        check
+            .stderr
+            .contains(&format!("{} damda object(s) left behind", left.len())),
+        "{check:?}"
+    );
+    left
 }
 
-/// Nothing named `id` left: no cgroup, and nothing the leak check lists.
+/// Nothing named `id` left: no cgroup, nothing the leak check lists.
 fn assert_nothing_left(id: &str) {
     poll(
         GONE_TIMEOUT,
-        "the container's cgroups to be removed",
+        &format!("sweep --check to list nothing of {id}"),
         || {
-            let left = cgroups_named(id);
-            if left.is_empty() {
+            let ours: Vec<String> = sweep_check()
+                .into_iter()
+                .filter(|item| item.split(['/', ' ']).any(|word| word == id))
+                .collect();
+            if ours.is_empty() {
                 Ok(())
             } else {
-                Err(format!("{left:?}"))
+                Err(format!("{ours:?}"))
             }
         },
     );
-    let check = run(damda_bin(), &["sweep", "--check"], Duration::from_secs(20));
-    for line in check.stdout.lines() {
-        assert!(!line.contains(id), "sweep --check lists ours: {line}");
-    }
 }
 
 /// Runs the exported box with `runtime` and checks what it printed.
