@@ -11,7 +11,7 @@ use serde_json::Value;
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
@@ -595,6 +595,19 @@ pub fn overlay_dir(view: &ImageView) -> PathBuf {
         .parent()
         .unwrap_or_else(|| panic!("upper directory {} has no parent", view.upper_dir))
         .to_owned()
+}
+
+/// Asserts that `path` is an overlay whiteout: a character device 0:0.
+pub fn assert_whiteout(path: &Path) {
+    let meta = std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("the whiteout {}: {e}", path.display()));
+    assert!(
+        meta.file_type().is_char_device() && meta.rdev() == 0,
+        "{} is not a 0:0 whiteout: {:?}, rdev {:#x}",
+        path.display(),
+        meta.file_type(),
+        meta.rdev()
+    );
 }
 
 /// The box side of a snapshot's namespaces, in [`NsKind::ALL`] order.

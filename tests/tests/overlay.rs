@@ -8,7 +8,7 @@
 
 use damda_e2e::*;
 use damda_protocol::StepId;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -71,12 +71,7 @@ fn the_root_is_the_images_overlay_entered_by_pivot_root() {
     assert!(std::fs::read_to_string(&copied)
         .unwrap()
         .ends_with("changed\n"));
-    let whiteout =
-        std::fs::symlink_metadata(Path::new(&view.upper_dir).join("www/index.html")).unwrap();
-    assert!(
-        whiteout.file_type().is_char_device() && whiteout.rdev() == 0,
-        "a 0:0 whiteout"
-    );
+    assert_whiteout(&Path::new(&view.upper_dir).join("www/index.html"));
     let etc_layer = view
         .layers
         .iter()

@@ -818,11 +818,7 @@ async fn commit_makes_an_image_a_second_box_is_built_from() {
     // The new layer is a plain tar: the whiteout became a .wh. entry.
     let top = std::path::Path::new(&layers.last().unwrap().dir);
     assert!(top.join("etc/motd").is_file());
-    let whiteout =
-        std::fs::symlink_metadata(top.join("www/index.html")).expect("the unpacked whiteout");
-    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
-        &whiteout.file_type()
-    ));
+    assert_whiteout(&top.join("www/index.html"));
     let current = ws.expect_snapshot(StepId::Overlay).await;
     assert!(image_view(&current).available.contains(&name.to_owned()));
 
