@@ -31,6 +31,9 @@ pub const GONE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const HELPER_EXE: &str = "/memfd:damda-helper (deleted)";
 /// The hostname the `uts` step gives the box.
 pub const BOX_HOSTNAME: &str = "damda-box";
+/// How long a comparison of one run may take: a trial boot, a box, a VM,
+/// under software emulation.
+pub const COMPARISON_TIMEOUT: Duration = Duration::from_secs(240);
 
 // ---------------------------------------------------------------- paths --
 

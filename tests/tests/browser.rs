@@ -10,7 +10,8 @@
 //! Yew renders asynchronously: every check first waits, with a deadline, for
 //! the element or attribute it is about; nothing sleeps and hopes.
 
-use damda_e2e::{collect, free_port, workspace_root, Server};
+use damda_e2e::{collect, free_port, workspace_root, Server, BOX_HOSTNAME, COMPARISON_TIMEOUT};
+use damda_protocol::FigureId;
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
@@ -35,8 +36,6 @@ const FIRST_WAIT: Duration = Duration::from_secs(30);
 /// How often the page is asked again while waiting.
 const POLL: Duration = Duration::from_millis(50);
 
-/// The hostname the `uts` step gives the box.
-const BOX_HOSTNAME: &str = "damda-box";
 /// The namespace rows of the map, in its order.
 const NS_ROWS: [&str; 8] = ["mnt", "uts", "ipc", "pid", "net", "user", "cgroup", "time"];
 
@@ -907,7 +906,7 @@ async fn comparison_view_runs_a_vm_and_a_box_and_charts_them() {
             let accelerator = page
                 .wait_js(
                     "the comparison's result",
-                    Duration::from_secs(240),
+                    COMPARISON_TIMEOUT,
                     "const r = document.querySelector('#compare-results'); \
                      return r && r.dataset.accelerator;",
                 )
@@ -919,17 +918,7 @@ async fn comparison_view_runs_a_vm_and_a_box_and_charts_them() {
             );
             let shown = page.text("#compare-accelerator").await?.unwrap_or_default();
             ensure!(shown.contains(&accelerator), "{shown:?}");
-            for figure in [
-                "first_output",
-                "exit",
-                "memory",
-                "disk",
-                "cpu",
-                "files",
-                "forks",
-                "request",
-                "teardown",
-            ] {
+            for figure in FigureId::ALL.map(FigureId::as_str) {
                 for side in ["container", "vm"] {
                     let selector = format!(
                         ".compare-figure[data-figure=\"{figure}\"] .compare-{side}-value"

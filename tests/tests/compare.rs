@@ -19,9 +19,6 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A comparison of one run: a trial boot, a box, a VM.
-const COMPARE_TIMEOUT: Duration = Duration::from_secs(240);
-
 fn vm_dir() -> PathBuf {
     data_dir().join("vm")
 }
@@ -246,7 +243,7 @@ fn compare_measures_both_sides_and_the_qemu_line_boots_by_hand() {
     let out = run_ok_within(
         damda_bin(),
         &["compare", "--runs", "1", "--json"],
-        COMPARE_TIMEOUT,
+        COMPARISON_TIMEOUT,
     );
     // Progress went to standard error, stage by stage.
     for stage in [
@@ -295,7 +292,7 @@ async fn compare_over_the_websocket_reports_progress_and_runs_one_at_a_time() {
     let mut stages = Vec::new();
     let mut refused = false;
     let mut stepped = false;
-    let deadline = Instant::now() + COMPARE_TIMEOUT;
+    let deadline = Instant::now() + COMPARISON_TIMEOUT;
     let comparison = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match ws.next_event(left).await {
