@@ -15,7 +15,7 @@ use damda_protocol::{
 };
 use serde_json::json;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,29 +23,58 @@ fn vm_dir() -> PathBuf {
     data_dir().join("vm")
 }
 
+/// Whether `pid` is a qemu (by its command line, or its name once it is a
+/// zombie without one).
+fn is_qemu(pid: u32) -> bool {
+    let program = cmdline_of(pid).into_iter().next().unwrap_or_default();
+    let name = Path::new(&program)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .or_else(|| comm_of(pid))
+        .unwrap_or_default();
+    name.starts_with("qemu-system")
+}
+
 /// qemu processes booting the comparison's initramfs whose parent is not a
-/// live damda (one another test's server runs is not left behind).
+/// live damda of this checkout (one another test's server runs is not left
+/// behind).
 fn orphaned_qemus() -> Vec<String> {
+    let damda = std::fs::canonicalize(damda_bin()).expect("the binary under test resolves");
+    // A server started before a rebuild runs the replaced file.
+    let replaced = format!("{} (deleted)", damda.display());
     let mut left = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
         let cmdline = cmdline_of(pid);
-        let qemu = cmdline
-            .first()
-            .is_some_and(|program| program.starts_with("qemu-system"));
-        if !qemu || !cmdline.iter().any(|a| a.contains("compare-initrd.gz")) {
+        if !is_qemu(pid) || !cmdline.iter().any(|a| a.contains("compare-initrd.gz")) {
             continue;
         }
         let parent_is_damda = ppid_of(pid)
             .and_then(exe_of)
-            .is_some_and(|exe| exe.contains("damda"));
+            .is_some_and(|exe| Path::new(&exe) == damda || exe == replaced);
         if !parent_is_damda {
             left.push(format!("{pid}: {}", cmdline.join(" ")));
         }
     }
     left
+}
+
+/// No qemu is left under the server once its comparisons are over.
+fn assert_no_qemu_under(server: &Server) {
+    poll(GONE_TIMEOUT, "the server's qemu to be gone", || {
+        let qemus: Vec<String> = descendants_of(server.pid())
+            .into_iter()
+            .filter(|pid| is_qemu(*pid))
+            .map(|pid| format!("{pid}: {}", cmdline_of(pid).join(" ")))
+            .collect();
+        if qemus.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{qemus:?}"))
+        }
+    });
 }
 
 /// The figure `id` of a comparison.
@@ -329,6 +358,7 @@ async fn compare_over_the_websocket_reports_progress_and_runs_one_at_a_time() {
     // The server is free for the next comparison once one ended.
     ws.send_json(json!({ "type": "compare", "runs": 9 })).await;
     ws.expect_error(ErrorCode::BadMessage).await;
+    assert_no_qemu_under(&server);
 }
 
 /// The comparison's box counts against the server's limit: a full server
@@ -343,4 +373,5 @@ async fn compare_on_a_full_server_is_refused_before_anything_starts() {
     // The page's own box is untouched and still steps.
     ws.send_json(json!({ "type": "next" })).await;
     ws.expect_snapshot(StepId::Chroot).await;
+    assert_no_qemu_under(&server);
 }

@@ -312,6 +312,11 @@ fn a_box_on_a_freed_address_has_the_mac_the_host_knows() {
             neighbour(&second_address).as_deref(),
             Some(box_mac(second.pid()).as_str())
         );
+    } else {
+        eprintln!(
+            "the freed address {first_address} went to a parallel test's box \
+             (this one has {second_address}): the reused entry was not checked"
+        );
     }
     serve_in_box(second.pid(), "the-second-box");
     let page = get_page(&format!("{second_address}:80"));

@@ -20,10 +20,20 @@ fn the_root_is_the_images_overlay_entered_by_pivot_root() {
     let pid = walk.pid();
     let view = image_view(&snapshot);
 
-    // Rebuilt without chroot, with the errno the live box got.
+    // Rebuilt without chroot, with the errno the live box got: the overlay
+    // mount on the host's path of the box's directory, which the chrooted
+    // box cannot see.
     let note = snapshot.rebuild.as_ref().expect("a rebuild note");
     assert_eq!(note.step, StepId::Overlay);
-    assert!(note.refused.errno != 0, "{note:?}");
+    assert_eq!(
+        (note.refused.errno, note.refused.errno_name.as_str()),
+        (2, "ENOENT"),
+        "{note:?}"
+    );
+    assert!(
+        note.refused.syscall.starts_with("mount(\"overlay\", "),
+        "{note:?}"
+    );
 
     // The box's / is overlay, lowerdir the image's layers, top first.
     let mounts = mountinfo_of(pid);
@@ -46,10 +56,20 @@ fn the_root_is_the_images_overlay_entered_by_pivot_root() {
     );
     assert_eq!(view.layers.len(), 3);
     assert_eq!(view.mount, root_mount.line);
-    // Nothing of the host's tree is mounted in the box any more.
+    // Nothing of the host's tree is mounted in the box any more: not the
+    // host's root filesystem anywhere, nor anything at /work.
     assert!(
         !mounts.iter().any(|m| m.point == "/work"),
         "the old root is detached: {mounts:#?}"
+    );
+    let host_root = mountinfo_of(std::process::id())
+        .into_iter()
+        .find(|m| m.point == "/")
+        .expect("our own mount at /");
+    assert!(
+        !mounts.iter().any(|m| m.dev == host_root.dev),
+        "the host's root filesystem ({}) is mounted in the box: {mounts:#?}",
+        host_root.dev
     );
     assert_eq!(root_of(pid), "/");
     let upper = std::fs::metadata(&view.upper_dir).unwrap();
@@ -58,6 +78,14 @@ fn the_root_is_the_images_overlay_entered_by_pivot_root() {
     // The chroot escape finds no old root to climb to.
     assert!(sh_as_box_root(pid, "mkdir -p /tmp").status.success());
     let escape = box_escape(pid);
+    assert!(
+        escape.status.success(),
+        "the escape did not run: {escape:?}"
+    );
+    assert!(
+        escape.stdout.lines().any(|l| l.starts_with("CONTAINED:")),
+        "the escape ran to its end: {escape:?}"
+    );
     assert!(
         !escape.stdout.contains("ESCAPED:"),
         "the escape got out: {}",
