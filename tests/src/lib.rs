@@ -78,7 +78,7 @@ pub fn rootfs() -> PathBuf {
 
 /// Where each box gets its own copy of the rootfs (`damda-ID/root`) or its
 /// overlay's directories (`damda-ID/upper`, `work`, `merged`).
-pub fn boxes_dir() -> PathBuf {
+fn boxes_dir() -> PathBuf {
     let data = std::fs::canonicalize(data_dir()).unwrap_or_else(|_| data_dir());
     data.join("boxes")
 }
@@ -977,7 +977,7 @@ impl Drop for HeldWalk {
 
 /// Waits up to `timeout` for `child` to exit by itself, then kills it; it is
 /// reaped either way.
-pub fn wait_then_kill(child: &mut Child, timeout: Duration) {
+fn wait_then_kill(child: &mut Child, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -1054,7 +1054,7 @@ impl Server {
         self.addr.to_string()
     }
 
-    pub fn ws_url(&self) -> String {
+    fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.addr)
     }
 
@@ -1404,7 +1404,7 @@ pub fn wait_helpers(server: &Server, expected: &[u32]) {
 // ----------------------------------------------------------- namespaces --
 
 /// The step that gives a box its own namespace of `kind`, if any does.
-pub fn step_separating(kind: NsKind) -> Option<StepId> {
+fn step_separating(kind: NsKind) -> Option<StepId> {
     match kind {
         NsKind::Uts => Some(StepId::Uts),
         NsKind::Pid => Some(StepId::Pid),
@@ -1503,7 +1503,7 @@ pub fn nsenter_ok(pid: u32, args: &[&str]) -> String {
 }
 
 /// The value of one `Key:` line of /proc/PID/status, if present.
-pub fn status_value(pid: u32, key: &str) -> Option<String> {
+fn status_value(pid: u32, key: &str) -> Option<String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|line| {
         let (name, value) = line.split_once(':')?;
@@ -1563,7 +1563,7 @@ pub struct MountLine {
 }
 
 /// Parses mountinfo text.
-pub fn parse_mountinfo(text: &str) -> Vec<MountLine> {
+fn parse_mountinfo(text: &str) -> Vec<MountLine> {
     text.lines()
         .filter(|line| !line.trim().is_empty())
         .map(|line| {
