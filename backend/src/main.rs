@@ -383,7 +383,7 @@ fn main() -> anyhow::Result<()> {
             let store = damda::image::open_store(&paths)?;
             let mut shown = String::new();
             let names = damda::image::import(&store, &path, name.as_ref(), &mut |p| {
-                let line = p.line();
+                let line = damda::image::progress_line(&p);
                 if line != shown {
                     eprint!("\r{line}");
                     shown = line;

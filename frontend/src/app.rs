@@ -43,9 +43,7 @@ use crate::hooks::use_lesson::use_lesson;
 use crate::hooks::use_steps::use_steps;
 use crate::hooks::use_watch::use_watch;
 use crate::i18n::Lang;
-use crate::state::{
-    Action, CommittedImage, Connection, ImportProgress, LessonView, MainView, ServerError, State,
-};
+use crate::state::{Action, CommittedImage, Connection, LessonView, MainView, ServerError, State};
 
 /// Where the chosen language is remembered across visits.
 const LANG_KEY: &str = "damda.lang";
@@ -106,9 +104,7 @@ fn socket_action(event: SocketEvent) -> Action {
             ServerMessage::Committed { name, id, layers } => {
                 Action::Committed(CommittedImage { name, id, layers })
             }
-            ServerMessage::Progress { stage, done, total } => {
-                Action::ImportProgress(ImportProgress { stage, done, total })
-            }
+            ServerMessage::Progress(progress) => Action::ImportProgress(progress),
             ServerMessage::Imported { names } => Action::Imported(names),
             ServerMessage::Comparing { stage, run, runs } => Action::Comparing { stage, run, runs },
             ServerMessage::Compared(comparison) => Action::Compared(comparison),

@@ -2,7 +2,9 @@
 //! comes from the server as rendered HTML. Only the words the page needs to
 //! label what it shows live in Rust.
 
-use damda_protocol::{CompareStage, Demo, ErrorCode, FigureId, NetworkView, NsKind};
+use damda_protocol::{
+    CompareStage, Demo, ErrorCode, FigureId, ImportProgress, ImportStage, NetworkView, NsKind,
+};
 
 use crate::components::cgroup_card::trim_float;
 use crate::components::usage_gauges::bytes;
@@ -1374,35 +1376,23 @@ pub fn commit_summary(lang: Lang, shared: usize, total: usize) -> String {
     }
 }
 
-/// How far an import is: its stage and `done` of `total` (bytes while
-/// reading, layers while unpacking), with the percent.
-pub fn import_progress(lang: Lang, stage: &str, done: u64, total: u64, percent: u64) -> String {
-    match (lang, stage) {
-        (Lang::Ko, "reading") => format!(
-            "블롭 읽어 저장하기 {} / {} ({percent}%)",
-            bytes(done),
-            bytes(total)
-        ),
-        (Lang::En, "reading") => format!(
-            "reading blobs {} / {} ({percent}%)",
-            bytes(done),
-            bytes(total)
-        ),
-        // Counted in layers, or (from some servers) in the layers' bytes:
-        // an image has far fewer than 1024 layers.
-        (Lang::Ko, "unpacking") if total >= 1024 => format!(
-            "레이어 풀기 {} / {} ({percent}%)",
-            bytes(done),
-            bytes(total)
-        ),
-        (Lang::En, "unpacking") if total >= 1024 => format!(
-            "unpacking layers {} / {} ({percent}%)",
-            bytes(done),
-            bytes(total)
-        ),
-        (Lang::Ko, "unpacking") => format!("레이어 풀기 {done}/{total} ({percent}%)"),
-        (Lang::En, "unpacking") => format!("unpacking layers {done}/{total} ({percent}%)"),
-        (_, other) => format!("{other} {done}/{total} ({percent}%)"),
+/// How far an import is: its stage and `done` of `total` bytes, with the
+/// percent.
+pub fn import_progress(lang: Lang, progress: &ImportProgress) -> String {
+    let (done, total, percent) = (
+        bytes(progress.done),
+        bytes(progress.total),
+        progress.percent(),
+    );
+    match (lang, progress.stage) {
+        (Lang::Ko, ImportStage::Reading) => {
+            format!("블롭 읽어 저장하기 {done} / {total} ({percent}%)")
+        }
+        (Lang::En, ImportStage::Reading) => format!("reading blobs {done} / {total} ({percent}%)"),
+        (Lang::Ko, ImportStage::Unpacking) => format!("레이어 풀기 {done} / {total} ({percent}%)"),
+        (Lang::En, ImportStage::Unpacking) => {
+            format!("unpacking layers {done} / {total} ({percent}%)")
+        }
     }
 }
 

@@ -7,9 +7,9 @@ use std::rc::Rc;
 use std::collections::{HashMap, VecDeque};
 
 use damda_protocol::{
-    CgroupLimits, CgroupStats, CompareStage, Comparison, Counters, Demo, ErrorCode, LayerView,
-    NetworkView, OutputStream, Provenance, Snapshot, StepError, StepId, StepInfo, UpperEntry,
-    UpperKind,
+    CgroupLimits, CgroupStats, CompareStage, Comparison, Counters, Demo, ErrorCode, ImportProgress,
+    LayerView, NetworkView, OutputStream, Provenance, Snapshot, StepError, StepId, StepInfo,
+    UpperEntry, UpperKind,
 };
 use yew::prelude::*;
 
@@ -392,24 +392,6 @@ pub struct CommitState {
     pub result: Option<Rc<CommittedImage>>,
     /// Why the server refused the last commit.
     pub error: Option<String>,
-}
-
-/// How far an import is, from the last `progress` message.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct ImportProgress {
-    /// `reading` (storing blobs, in bytes) or `unpacking` (layers).
-    pub stage: String,
-    pub done: u64,
-    pub total: u64,
-}
-
-impl ImportProgress {
-    /// Done in % of the stage (100 for an empty one).
-    pub fn percent(&self) -> u64 {
-        (self.done.min(self.total) * 100)
-            .checked_div(self.total)
-            .unwrap_or(100)
-    }
 }
 
 /// The import card's exchange with the server.
@@ -1012,6 +994,7 @@ impl Reducible for State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use damda_protocol::ImportStage;
 
     fn entry(path: &str, kind: UpperKind, size: u64) -> UpperEntry {
         UpperEntry {
@@ -1102,22 +1085,17 @@ mod tests {
             7,
             Some(base),
         )));
-        let progress = |stage: &str, done, total| {
-            Action::ImportProgress(ImportProgress {
-                stage: stage.to_owned(),
-                done,
-                total,
-            })
-        };
+        let progress =
+            |stage, done, total| Action::ImportProgress(ImportProgress { stage, done, total });
         // Progress with nothing asked is nobody's.
-        state = state.reduce(progress("reading", 1, 2));
+        state = state.reduce(progress(ImportStage::Reading, 1, 2));
         assert_eq!(state.import.progress, None);
         state = state
             .reduce(Action::ImportSent(path.to_owned()))
-            .reduce(progress("reading", 5, 10))
-            .reduce(progress("unpacking", 2, 3));
-        let shown = state.import.progress.clone().unwrap();
-        assert_eq!((shown.stage.as_str(), shown.percent()), ("unpacking", 66));
+            .reduce(progress(ImportStage::Reading, 5, 10))
+            .reduce(progress(ImportStage::Unpacking, 2, 3));
+        let shown = state.import.progress.unwrap();
+        assert_eq!((shown.stage, shown.percent()), (ImportStage::Unpacking, 66));
         // Refused: the card shows why, the terminal and the banner nothing.
         let refused = state.clone().reduce(error(ErrorCode::NotAllowed));
         assert_eq!(refused.import.pending, None);
@@ -1146,7 +1124,7 @@ mod tests {
         assert_eq!(state.import.progress, None);
         assert_eq!(
             ImportProgress {
-                stage: "reading".to_owned(),
+                stage: ImportStage::Reading,
                 done: 0,
                 total: 0
             }

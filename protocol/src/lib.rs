@@ -421,6 +421,44 @@ pub enum UpperKind {
     OpaqueDir,
 }
 
+/// An import's stage.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportStage {
+    /// Reading the archive and storing its blobs.
+    Reading,
+    /// Unpacking the layers.
+    Unpacking,
+}
+
+impl ImportStage {
+    /// The wire name (`unpacking`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImportStage::Reading => "reading",
+            ImportStage::Unpacking => "unpacking",
+        }
+    }
+}
+
+/// How far an import is: `done` of `total` bytes of its stage (the blobs
+/// read, or the layers' bytes unpacked).
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ImportProgress {
+    pub stage: ImportStage,
+    pub done: u64,
+    pub total: u64,
+}
+
+impl ImportProgress {
+    /// Done in % of the stage (100 for an empty one).
+    pub fn percent(&self) -> u64 {
+        (self.done.min(self.total) * 100)
+            .checked_div(self.total)
+            .unwrap_or(100)
+    }
+}
+
 impl UpperKind {
     /// The wire name (`opaque_dir`).
     pub fn as_str(self) -> &'static str {
@@ -1070,13 +1108,8 @@ pub enum ServerMessage {
         path: String,
         provenance: Provenance,
     },
-    /// How far an `import` is: `stage` is `reading` (storing the blobs) or
-    /// `unpacking` (the layers), `done` of `total` bytes.
-    Progress {
-        stage: String,
-        done: u64,
-        total: u64,
-    },
+    /// How far an `import` is.
+    Progress(ImportProgress),
     /// How far a `compare` is: at `stage` of run `run` of `runs`.
     Comparing {
         stage: CompareStage,
@@ -1212,6 +1245,9 @@ mod tests {
         }
         for demo in [Demo::MemoryHog, Demo::ForkBomb, Demo::CpuHog] {
             assert_eq!(wire_name(&demo, None), demo.as_str());
+        }
+        for stage in [ImportStage::Reading, ImportStage::Unpacking] {
+            assert_eq!(wire_name(&stage, None), stage.as_str());
         }
         let codes = [
             ErrorCode::BadMessage,

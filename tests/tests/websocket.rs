@@ -2,7 +2,7 @@
 //! with its code, the guards, resume and grace, the box limit and shutdown.
 
 use damda_e2e::*;
-use damda_protocol::{ErrorCode, ServerMessage, Snapshot, StepId, StepInfo};
+use damda_protocol::{ErrorCode, ImportStage, ServerMessage, Snapshot, StepId, StepInfo};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -856,15 +856,16 @@ async fn import_reports_progress_and_the_image_is_used() {
     let mut stages = Vec::new();
     let names = loop {
         match ws.recv().await {
-            ServerMessage::Progress { stage, done, total } => {
+            ServerMessage::Progress(progress) => {
+                let (done, total) = (progress.done, progress.total);
                 assert!(done <= total, "{done} of {total}");
-                stages.push(stage);
+                stages.push(progress.stage);
             }
             ServerMessage::Imported { names } => break names,
             other => panic!("expected progress, got {other:?}"),
         }
     };
-    assert!(stages.iter().any(|s| s == "unpacking"), "{stages:?}");
+    assert!(stages.contains(&ImportStage::Unpacking), "{stages:?}");
     assert!(
         names.contains(&"damda.local/busybox-httpd:latest".to_owned()),
         "{names:?}"

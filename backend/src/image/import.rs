@@ -22,43 +22,18 @@ const MAX_METADATA: u64 = 16 << 20;
 /// OCI's ref.name often holds only the tag.
 const CONTAINERD_NAME: &str = "io.containerd.image.name";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    /// Reading the archive and storing its blobs.
-    Reading,
-    /// Unpacking layers.
-    Unpacking,
-}
+pub use damda_protocol::{ImportProgress as Progress, ImportStage as Stage};
 
-/// How far an import is, for a progress line or a page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Progress {
-    pub stage: Stage,
-    pub done: u64,
-    pub total: u64,
-}
-
-impl Progress {
-    pub fn percent(&self) -> u64 {
-        (self.done.min(self.total) * 100)
-            .checked_div(self.total)
-            .unwrap_or(100)
-    }
-
-    /// `reading   12.3 / 45.6 MiB  27%`
-    pub fn line(&self) -> String {
-        let mib = |b: u64| b as f64 / f64::from(1 << 20);
-        let stage = match self.stage {
-            Stage::Reading => "reading",
-            Stage::Unpacking => "unpacking",
-        };
-        format!(
-            "{stage:<9} {:>8.1} / {:.1} MiB {:>3}%",
-            mib(self.done),
-            mib(self.total),
-            self.percent()
-        )
-    }
+/// `reading   12.3 / 45.6 MiB  27%`, the command line's progress line.
+pub fn progress_line(progress: &Progress) -> String {
+    let mib = |b: u64| b as f64 / f64::from(1 << 20);
+    format!(
+        "{:<9} {:>8.1} / {:.1} MiB {:>3}%",
+        progress.stage.as_str(),
+        mib(progress.done),
+        mib(progress.total),
+        progress.percent()
+    )
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,7 @@ pub mod unpack;
 pub mod upper;
 
 pub use build::{build_default, flatten, BuildError, Built, Item, DEFAULT_IMAGE};
-pub use import::{import, ImportError, Progress, Stage};
+pub use import::{import, progress_line, ImportError, Progress, Stage};
 pub use provenance::{provider, Provenance};
 pub use reference::{Reference, ReferenceError};
 pub use store::{Image, ImageStore, LayerInfo, StoreError};

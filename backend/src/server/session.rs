@@ -377,18 +377,13 @@ impl Connection {
         let engine = self.registry.engine().clone();
         let outbox = self.outbox.clone();
         let imported = tokio::task::spawn_blocking(move || {
-            let mut last = (String::new(), u64::MAX);
+            let mut last = None;
             engine.import(std::path::Path::new(&path), &mut |p| {
                 // At most one message per percent and stage.
-                let stage = format!("{:?}", p.stage).to_lowercase();
-                let percent = p.percent();
-                if (stage.as_str(), percent) != (last.0.as_str(), last.1) {
-                    last = (stage.clone(), percent);
-                    let _ = outbox.blocking_send(Outgoing::Message(ServerMessage::Progress {
-                        stage,
-                        done: p.done,
-                        total: p.total,
-                    }));
+                let now = Some((p.stage, p.percent()));
+                if now != last {
+                    last = now;
+                    let _ = outbox.blocking_send(Outgoing::Message(ServerMessage::Progress(p)));
                 }
             })
         })

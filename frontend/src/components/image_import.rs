@@ -62,7 +62,7 @@ pub fn image_import(props: &ImageImportProps) -> Html {
         let percent = p.percent();
         html! {
             <div id="import-progress" class="import-progress"
-                data-stage={p.stage.clone()}
+                data-stage={p.stage.as_str()}
                 data-done={p.done.to_string()}
                 data-total={p.total.to_string()}>
                 <progress max="100" value={percent.to_string()}
@@ -70,7 +70,7 @@ pub fn image_import(props: &ImageImportProps) -> Html {
                     { format!("{percent}%") }
                 </progress>
                 <span id="import-progress-text" class="import-progress-text mono">
-                    { import_progress(lang, &p.stage, p.done, p.total, percent) }
+                    { import_progress(lang, p) }
                 </span>
             </div>
         }
