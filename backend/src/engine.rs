@@ -791,6 +791,7 @@ impl BoxSession {
                 .contains(&StepId::Run)
                 .then(|| self.service_pid(pid))
                 .flatten(),
+            docker: steps::run::docker_line(&self.live.spec),
         })
     }
 

@@ -474,7 +474,7 @@ pub fn app() -> Html {
                 let pid = image.service_pid?;
                 Some(html! {
                     <ServiceCard {lang}
-                        image={image.name.clone()}
+                        docker={image.docker.clone()}
                         command={image.command.clone()}
                         {pid}
                         forward={snapshot.network.as_ref().and_then(|n| n.forward.clone())} />

@@ -391,6 +391,9 @@ pub struct ImageView {
     /// host.
     #[serde(default)]
     pub service_pid: Option<u32>,
+    /// The `docker run` that starts the same service (port and volumes).
+    #[serde(default)]
+    pub docker: String,
 }
 
 /// One read-only layer.

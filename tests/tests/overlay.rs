@@ -138,6 +138,11 @@ fn run_serves_the_images_page_through_the_forwarded_port() {
         .as_ref()
         .unwrap()
         .host_port;
+    assert_eq!(
+        view.docker,
+        format!("docker run -d -p {port}:80 {}", view.name),
+        "the page's Docker line forwards the same port"
+    );
     let page = get_page(&format!("127.0.0.1:{port}"));
     let served =
         std::fs::read_to_string(Path::new(&view.layers[2].dir).join("www/index.html")).unwrap();

@@ -16,7 +16,7 @@ mod net;
 mod network;
 mod overlay;
 mod pid;
-mod run;
+pub mod run;
 mod user;
 mod uts;
 

@@ -5,7 +5,7 @@
 
 use super::{BoxSpec, Phase, Step};
 use crate::kernel::{Kernel, SysError};
-use damda_protocol::{NsKind, StepId};
+use damda_protocol::{shell_word, NsKind, StepId};
 use nix::errno::Errno;
 
 pub struct Run;
@@ -34,23 +34,50 @@ impl Step for Run {
 
     fn commands(&self, spec: &BoxSpec, pid: u32) -> Vec<String> {
         let command = spec.command.join(" ");
-        let port = spec
-            .network
-            .as_ref()
-            .map_or(8081, |network| network.host_port);
-        let image = spec
-            .overlay
-            .as_ref()
-            .map_or(crate::image::DEFAULT_IMAGE, |plan| plan.image.as_str());
+        let port = forwarded_port(spec);
         vec![
             format!("nsenter -t {pid} -a {command} &   # the image's CMD, in the box"),
-            format!("docker run -d -p {port}:80 {image}   # Docker's way"),
+            format!("{}   # Docker's way", docker_line(spec)),
             format!("curl http://127.0.0.1:{port}/   # through the proxy"),
             format!(
                 "cat /proc/{pid}/task/{pid}/children   # the service, a child of the box's PID 1"
             ),
         ]
     }
+}
+
+/// The host port forwarded to the box (the first one before it has one).
+fn forwarded_port(spec: &BoxSpec) -> u16 {
+    spec.network
+        .as_ref()
+        .map_or(8081, |network| network.host_port)
+}
+
+/// The `docker run` that starts the box's image as this step does: its
+/// port forwarded, its volumes bound.
+pub fn docker_line(spec: &BoxSpec) -> String {
+    let mut words = vec![
+        "docker run -d".to_owned(),
+        format!(
+            "-p {}:{}",
+            forwarded_port(spec),
+            crate::network::nat::BOX_PORT
+        ),
+    ];
+    let image = match &spec.overlay {
+        Some(plan) => {
+            words.extend(plan.volumes.iter().map(|v| {
+                format!(
+                    "-v {}",
+                    shell_word(&format!("{}:{}", v.host.display(), v.target.display()))
+                )
+            }));
+            plan.image.as_str()
+        }
+        None => crate::image::DEFAULT_IMAGE,
+    };
+    words.push(shell_word(image));
+    words.join(" ")
 }
 
 #[cfg(test)]
@@ -72,5 +99,32 @@ mod tests {
             *kernel.calls.borrow(),
             vec![Call::Spawn(spec.command.clone())]
         );
+    }
+
+    #[test]
+    fn the_docker_line_forwards_the_port_and_binds_the_volumes() {
+        let mut spec = super::super::test_spec();
+        assert_eq!(
+            docker_line(&spec),
+            "docker run -d -p 8081:80 damda.local/busybox-httpd:latest"
+        );
+        spec.network = Some(crate::network::BoxNetwork::example());
+        spec.network.as_mut().unwrap().host_port = 8083;
+        spec.overlay = Some(super::super::OverlayPlan {
+            image: "example.com/web:1".into(),
+            lowers: Vec::new(),
+            upper: "/b/upper".into(),
+            work: "/b/work".into(),
+            merged: "/b/merged".into(),
+            volumes: vec!["/srv/my data:/data".parse().unwrap()],
+        });
+        assert_eq!(
+            docker_line(&spec),
+            "docker run -d -p 8083:80 -v '/srv/my data:/data' example.com/web:1"
+        );
+        assert!(Run
+            .commands(&spec, 7)
+            .join("\n")
+            .contains(&docker_line(&spec)));
     }
 }

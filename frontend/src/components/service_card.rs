@@ -7,8 +7,8 @@ use crate::i18n::Lang;
 #[derive(PartialEq, Properties)]
 pub struct ServiceCardProps {
     pub lang: Lang,
-    /// The image's name, for the Docker command that does the same.
-    pub image: String,
+    /// The `docker run` that does the same.
+    pub docker: String,
     /// The image's Entrypoint and Cmd.
     pub command: Vec<String>,
     /// The service's pid on the host.
@@ -39,15 +39,6 @@ pub fn service_card(props: &ServiceCardProps) -> Html {
         .forward
         .as_ref()
         .map(|f| format!("http://127.0.0.1:{}/", f.host_port));
-    let docker = props.forward.as_ref().map_or_else(
-        || format!("docker run -d {}", props.image),
-        |f| {
-            format!(
-                "docker run -d -p {}:{} {}",
-                f.host_port, f.box_port, props.image
-            )
-        },
-    );
     html! {
         <section class="card" id="service-card" aria-labelledby="service-card-title"
             data-pid={props.pid.to_string()}
@@ -95,7 +86,7 @@ pub fn service_card(props: &ServiceCardProps) -> Html {
                 }
             }
             <h3 class="sub-head">{ t.svc_docker }</h3>
-            <CommandLine {lang} text={docker} />
+            <CommandLine {lang} text={props.docker.clone()} />
         </section>
     }
 }
