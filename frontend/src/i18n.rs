@@ -3,11 +3,11 @@
 //! label what it shows live in Rust.
 
 use damda_protocol::{
-    CompareStage, Demo, ErrorCode, FigureId, ImportProgress, ImportStage, NetworkView, NsKind,
+    binary_size, CompareStage, Demo, ErrorCode, FigureId, ImportProgress, ImportStage, NetworkView,
+    NsKind,
 };
 
 use crate::components::cgroup_card::trim_float;
-use crate::components::usage_gauges::bytes;
 use crate::state::CompareProgress;
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -1380,8 +1380,8 @@ pub fn commit_summary(lang: Lang, shared: usize, total: usize) -> String {
 /// percent.
 pub fn import_progress(lang: Lang, progress: &ImportProgress) -> String {
     let (done, total, percent) = (
-        bytes(progress.done),
-        bytes(progress.total),
+        binary_size(progress.done),
+        binary_size(progress.total),
         progress.percent(),
     );
     match (lang, progress.stage) {

@@ -881,6 +881,37 @@ pub enum FigureUnit {
     Bytes,
 }
 
+impl FigureUnit {
+    /// `value` in this unit, for people: milliseconds with the precision
+    /// their size warrants (seconds from 10 s), bytes in binary units. The
+    /// command line's table and the page's charts both write it so.
+    pub fn text(self, value: f64) -> String {
+        match self {
+            FigureUnit::Milliseconds if value >= 10_000.0 => format!("{:.1} s", value / 1000.0),
+            FigureUnit::Milliseconds if value >= 100.0 => format!("{value:.0} ms"),
+            FigureUnit::Milliseconds if value >= 10.0 => format!("{value:.1} ms"),
+            FigureUnit::Milliseconds => format!("{value:.2} ms"),
+            FigureUnit::Bytes => binary_size(value.max(0.0).round() as u64),
+        }
+    }
+}
+
+/// Bytes in the largest binary unit that keeps the number at 1 or more.
+pub fn binary_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
 /// One figure's samples over the runs.
 #[derive(Serialize, Deserialize, Clone, PartialEq, Debug, Default)]
 pub struct Spread {
@@ -1170,6 +1201,18 @@ mod tests {
                 session: "abc".into()
             }
         );
+    }
+
+    #[test]
+    fn figures_read_well_at_any_size() {
+        let ms = FigureUnit::Milliseconds;
+        assert_eq!(ms.text(0.4213), "0.42 ms");
+        assert_eq!(ms.text(52.14), "52.1 ms");
+        assert_eq!(ms.text(5130.4), "5130 ms");
+        assert_eq!(ms.text(12_345.0), "12.3 s");
+        assert_eq!(FigureUnit::Bytes.text(8_283_750.0), "7.9 MiB");
+        assert_eq!(binary_size(1023), "1023 B");
+        assert_eq!(binary_size(1536), "1.5 KiB");
     }
 
     #[test]

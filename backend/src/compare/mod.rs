@@ -242,28 +242,15 @@ fn figure_name(id: FigureId) -> &'static str {
     }
 }
 
-/// A value in its unit, for people.
-fn human(value: f64, unit: FigureUnit) -> String {
-    match unit {
-        FigureUnit::Milliseconds if value >= 1000.0 => format!("{:.2} s", value / 1000.0),
-        FigureUnit::Milliseconds if value >= 10.0 => format!("{value:.0} ms"),
-        FigureUnit::Milliseconds => format!("{value:.2} ms"),
-        FigureUnit::Bytes if value >= (1 << 20) as f64 => {
-            format!("{:.1} MiB", value / (1 << 20) as f64)
-        }
-        FigureUnit::Bytes => format!("{:.0} KiB", value / 1024.0),
-    }
-}
-
 fn human_spread(spread: &Spread, unit: FigureUnit) -> String {
     if spread.min == spread.max {
-        human(spread.median, unit)
+        unit.text(spread.median)
     } else {
         format!(
             "{} ({}–{})",
-            human(spread.median, unit),
-            human(spread.min, unit),
-            human(spread.max, unit)
+            unit.text(spread.median),
+            unit.text(spread.min),
+            unit.text(spread.max)
         )
     }
 }
@@ -489,7 +476,7 @@ mod tests {
             .lines()
             .find(|l| l.starts_with("start: first output"))
             .unwrap();
-        assert!(first.contains("50 ms (40 ms–60 ms)"), "{first}");
+        assert!(first.contains("50.0 ms (40.0 ms–60.0 ms)"), "{first}");
         assert!(first.contains("100 ms"), "{first}");
         assert!(first.ends_with("2.0× *"), "{first}");
         let disk = table.lines().find(|l| l.starts_with("disk")).unwrap();

@@ -1,13 +1,12 @@
 use std::collections::HashSet;
 
-use damda_protocol::LayerView;
+use damda_protocol::{binary_size, LayerView};
 use web_sys::HtmlInputElement;
 use yew::prelude::*;
 
 use crate::components::error_note::ErrorNote;
 use crate::components::image_layers::short_digest;
 use crate::components::pending_line::PendingLine;
-use crate::components::usage_gauges::bytes;
 use crate::i18n::{commit_summary, layer_name, Lang};
 use crate::state::CommitState;
 
@@ -121,7 +120,7 @@ pub fn commit_form(props: &CommitFormProps) -> Html {
                         <code class="stack-digest" title={layer.digest.clone()}>
                             { short_digest(&layer.digest) }
                         </code>
-                        <span class="stack-size">{ bytes(layer.size) }</span>
+                        <span class="stack-size">{ binary_size(layer.size) }</span>
                     </div>
                     <p class="stack-created mono">{ &layer.created_by }</p>
                 </li>

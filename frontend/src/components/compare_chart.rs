@@ -1,9 +1,10 @@
 use std::rc::Rc;
 
-use damda_protocol::{Accelerator, Comparison, Figure, FigurePart, FigureUnit, Spread};
+use damda_protocol::{
+    binary_size, Accelerator, Comparison, Figure, FigurePart, FigureUnit, Spread,
+};
 use yew::prelude::*;
 
-use crate::components::usage_gauges::bytes;
 use crate::i18n::{compare_resources, compare_runs, figure_text, Lang};
 
 #[derive(PartialEq, Properties)]
@@ -17,27 +18,6 @@ pub fn accelerator_name(accelerator: Accelerator) -> &'static str {
     match accelerator {
         Accelerator::Kvm => "KVM",
         Accelerator::Tcg => "TCG",
-    }
-}
-
-/// Milliseconds with the precision their size warrants; seconds from 10 s.
-fn millis(ms: f64) -> String {
-    if ms >= 10_000.0 {
-        format!("{:.1} s", ms / 1000.0)
-    } else if ms >= 100.0 {
-        format!("{ms:.0} ms")
-    } else if ms >= 10.0 {
-        format!("{ms:.1} ms")
-    } else {
-        format!("{ms:.2} ms")
-    }
-}
-
-/// A measured value in its figure's unit.
-fn figure_value(unit: FigureUnit, value: f64) -> String {
-    match unit {
-        FigureUnit::Milliseconds => millis(value),
-        FigureUnit::Bytes => bytes(value.max(0.0).round() as u64),
     }
 }
 
@@ -86,19 +66,15 @@ fn side_row(side: &Side, unit: FigureUnit, scale: f64) -> Html {
         }
     };
     let spread = side.spread;
-    let value = figure_value(unit, spread.median);
+    let value = unit.text(spread.median);
     // A sliver stays visible next to a bar a hundred times its length.
     let width = if spread.median > 0.0 {
         percent(spread.median).max(0.6)
     } else {
         0.0
     };
-    let range = (spread.max > spread.min).then(|| {
-        range_text(
-            &figure_value(unit, spread.min),
-            &figure_value(unit, spread.max),
-        )
-    });
+    let range = (spread.max > spread.min)
+        .then(|| range_text(&unit.text(spread.min), &unit.text(spread.max)));
     let label = match &range {
         Some(range) => format!("{}: {value} ({range})", side.label),
         None => format!("{}: {value}", side.label),
@@ -108,7 +84,7 @@ fn side_row(side: &Side, unit: FigureUnit, scale: f64) -> Html {
         let share = part.bytes as f64 / total as f64 * 100.0;
         html! {
             <span class="cmp-seg" style={format!("width:{share:.2}%")}
-                title={format!("{} {}", part.name, bytes(part.bytes))}></span>
+                title={format!("{} {}", part.name, binary_size(part.bytes))}></span>
         }
     });
     html! {
@@ -136,7 +112,7 @@ fn side_row(side: &Side, unit: FigureUnit, scale: f64) -> Html {
             if !side.parts.is_empty() {
                 <ul class="cmp-parts">
                     for part in side.parts.iter() {
-                        <li><code>{ &part.name }</code>{ " " }{ bytes(part.bytes) }</li>
+                        <li><code>{ &part.name }</code>{ " " }{ binary_size(part.bytes) }</li>
                     }
                 </ul>
             }
@@ -267,18 +243,6 @@ pub fn compare_chart(props: &CompareChartProps) -> Html {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn values_read_well_at_any_size() {
-        assert_eq!(millis(0.4213), "0.42 ms");
-        assert_eq!(millis(52.14), "52.1 ms");
-        assert_eq!(millis(5130.4), "5130 ms");
-        assert_eq!(millis(12_345.0), "12.3 s");
-        assert_eq!(
-            figure_value(FigureUnit::Bytes, 8_283_750.0),
-            bytes(8_283_750)
-        );
-    }
 
     #[test]
     fn ratios() {

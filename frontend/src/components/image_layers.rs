@@ -1,9 +1,8 @@
-use damda_protocol::{ImageView, Provenance};
+use damda_protocol::{binary_size, ImageView, Provenance};
 use web_sys::HtmlInputElement;
 use yew::prelude::*;
 
 use crate::components::pending_line::PendingLine;
-use crate::components::usage_gauges::bytes;
 use crate::i18n::{layer_name, upper_count, which_layer, Lang};
 use crate::state::WhichState;
 
@@ -160,7 +159,7 @@ pub fn image_layers(props: &ImageLayersProps) -> Html {
                     <code class="stack-digest" title={layer.digest.clone()}>
                         { short_digest(&layer.digest) }
                     </code>
-                    <span class="stack-size">{ bytes(layer.size) }</span>
+                    <span class="stack-size">{ binary_size(layer.size) }</span>
                     if let Some(path) = here {
                         { here_badge(t.which_here, path) }
                     }
@@ -259,7 +258,7 @@ pub fn image_layers(props: &ImageLayersProps) -> Html {
                         <td class="mono">{ repo }</td>
                         <td class="mono">{ tag }</td>
                         <td class="mono">{ &image.id }</td>
-                        <td class="mono">{ bytes(total) }</td>
+                        <td class="mono">{ binary_size(total) }</td>
                     </tr>
                 </tbody>
             </table>

@@ -1,9 +1,8 @@
 use std::rc::Rc;
 
-use damda_protocol::{BridgePort, Counters, NetworkView, PortForward};
+use damda_protocol::{binary_size, BridgePort, Counters, NetworkView, PortForward};
 use yew::prelude::*;
 
-use crate::components::usage_gauges::bytes;
 use crate::i18n::{net_more_boxes, net_summary, Lang};
 use crate::state::{Iface, NetRates, Rate};
 
@@ -61,8 +60,8 @@ fn tag(x: f64, y: f64, text: String, class: &'static str) -> Html {
 
 /// Bytes per second (once two samples came) with the total so far.
 fn flow(arrow: &str, total: u64, rate: Option<f64>) -> String {
-    let rate = rate.map_or_else(|| "…".to_owned(), |r| bytes(r.round() as u64));
-    format!("{arrow} {rate}/s ({})", bytes(total))
+    let rate = rate.map_or_else(|| "…".to_owned(), |r| binary_size(r.round() as u64));
+    format!("{arrow} {rate}/s ({})", binary_size(total))
 }
 
 fn flows(counters: Counters, rate: Option<Rate>) -> (String, String) {

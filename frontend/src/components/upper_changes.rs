@@ -1,10 +1,9 @@
 use std::rc::Rc;
 
-use damda_protocol::{LayerView, UpperEntry, UpperKind};
+use damda_protocol::{binary_size, LayerView, UpperEntry, UpperKind};
 use yew::prelude::*;
 
 use crate::components::command_line::CommandLine;
-use crate::components::usage_gauges::bytes;
 use crate::i18n::{layer_name, upper_count, upper_hides, Lang, Texts};
 use crate::state::{UpperMark, UpperMarks};
 
@@ -141,7 +140,7 @@ pub fn upper_changes(props: &UpperChangesProps) -> Html {
                     </span>
                 </td>
                 <td class="mono num">
-                    if change.sized() { { bytes(entry.size) } } else { { "—" } }
+                    if change.sized() { { binary_size(entry.size) } } else { { "—" } }
                 </td>
                 <td>
                     if let Some(hidden) = hidden { { hidden } } else { <span class="muted">{ "—" }</span> }

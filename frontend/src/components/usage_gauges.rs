@@ -1,6 +1,6 @@
 use std::rc::Rc;
 
-use damda_protocol::{CgroupLimits, CgroupStats};
+use damda_protocol::{binary_size, CgroupLimits, CgroupStats};
 use yew::prelude::*;
 
 use crate::i18n::Lang;
@@ -30,22 +30,6 @@ fn mib(bytes: u64) -> String {
         format!("{m:.0}")
     } else {
         format!("{m:.1}")
-    }
-}
-
-/// Bytes in the largest binary unit that keeps a number above 1.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }
 
@@ -279,11 +263,11 @@ pub fn usage_gauges(props: &UsageGaugesProps) -> Html {
                     <dl class="io-list">
                         <div>
                             <dt><span class="ico" aria-hidden="true">{ "↓" }</span>{ t.usage_read }</dt>
-                            <dd>{ now.io_read_bytes.map_or_else(|| t.usage_none.to_owned(), bytes) }</dd>
+                            <dd>{ now.io_read_bytes.map_or_else(|| t.usage_none.to_owned(), binary_size) }</dd>
                         </div>
                         <div>
                             <dt><span class="ico" aria-hidden="true">{ "↑" }</span>{ t.usage_write }</dt>
-                            <dd>{ now.io_write_bytes.map_or_else(|| t.usage_none.to_owned(), bytes) }</dd>
+                            <dd>{ now.io_write_bytes.map_or_else(|| t.usage_none.to_owned(), binary_size) }</dd>
                         </div>
                     </dl>
                 </div>
